@@ -1,0 +1,121 @@
+"""Benchmark of the DFG refinement step: speed against the encoder, decoder work, and pseudo-label quality.
+
+Prints, on the same slices of real target cases with the real segmenter:
+- refinement wall time / encoder-only time (goal <= 1.5 on CPU with LiteMedSAM),
+- decoder calls per searched slice and per present class, fast (lazy + cached) vs plain (every step decoded),
+- whether the fast and the plain search return identical labels,
+- pseudo-label Dice against the hidden target labels: model argmax, DFG-refined, DFG + 3D post-processing.
+
+Usage (after `nnunet_dfg demo -o demo_out`):
+    .venv/bin/python benchmarks/refine_speed.py --demo demo_out [--cases 2]
+or with any model: --model RESULTS/DatasetX/TRAINER__PLANS__CONFIG -f all --images DIR --labels DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_dfg.evaluation import dice
+from nnunet_dfg.nnunet_io import list_cases
+from nnunet_dfg.prompt_search import largest_component_per_class, refine_slice
+from nnunet_dfg.refine.command import parse_search_config
+from nnunet_dfg.refine.predict_features import FeaturePredictor
+from nnunet_dfg.sam import load_segmenter
+
+DEMO_SEARCH_CONFIG = '{"presence_min_pixels": 40, "stage1_min_mask": 15}'
+
+
+def _paths(args) -> tuple[Path, Path, Path]:
+    if args.demo:
+        root = Path(args.demo)
+        model = root / "nnUNet_results/Dataset702_DFGSynthTarget/nnUNetTrainerDFG_FA_demo__nnUNetPlans__2d"
+        return (model, root / "nnUNet_raw/Dataset702_DFGSynthTarget/imagesTr",
+                root / "nnUNet_raw/_hidden_labels/Dataset702_DFGSynthTarget/labelsTr")
+    return Path(args.model), Path(args.images), Path(args.labels)
+
+
+def _search(pred, segmenter, config, lazy: bool):
+    """Every slice of one case; returns labels, per-slice seconds, decoder calls and present-class counts."""
+    labels, seconds, calls, present = np.argmax(pred.probs, 0).astype(np.uint8), {}, {}, {}
+    for z in range(pred.image.shape[0]):
+        t = time.perf_counter()
+        r = refine_slice(pred.image[z], pred.probs[:, z], pred.features[:, z], segmenter, config, lazy=lazy)
+        if r.encoder_calls:
+            seconds[z] = time.perf_counter() - t
+            calls[z] = r.decoder_calls
+            present[z] = sum(tr.present for tr in r.traces.values())
+        labels[z] = r.label
+    return labels, seconds, calls, present
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", help="a `nnunet_dfg demo -o` folder")
+    parser.add_argument("--model"), parser.add_argument("-f", default="all")
+    parser.add_argument("--images"), parser.add_argument("--labels")
+    parser.add_argument("--cases", type=int, default=2)
+    parser.add_argument("--search-config", default=DEMO_SEARCH_CONFIG)
+    parser.add_argument("--sam", default="litemedsam")
+    parser.add_argument("-o", help="also write the figures as JSON here")
+    args = parser.parse_args()
+    model, images, label_dir = _paths(args)
+    predictor = FeaturePredictor(model, args.f, use_mirroring=False)
+    config, _ = parse_search_config("dfg", args.search_config)
+    segmenter = load_segmenter(args.sam)
+    ending = predictor.dataset_json["file_ending"]
+    cases = list(list_cases(images, ending, len(predictor.dataset_json["channel_names"])).items())[: args.cases]
+    totals = dict(t_fast=0.0, t_plain=0.0, t_enc=0.0, calls_fast=0, calls_plain=0, slices=0, classes=0,
+                  identical=True)
+    quality = {"model": [], "dfg": [], "dfg_post": []}
+    classes = [c for c in predictor.label_manager.foreground_labels]
+    for case, files in cases:
+        pred = predictor.predict_case(files)
+        fast, sec_fast, calls_fast, present = _search(pred, segmenter, config, lazy=True)
+        plain, sec_plain, calls_plain, _ = _search(pred, segmenter, config, lazy=False)
+        t = time.perf_counter()
+        for z in sec_fast:
+            segmenter.embed(pred.image[z])
+        totals["t_enc"] += time.perf_counter() - t
+        totals["t_fast"] += sum(sec_fast.values())
+        totals["t_plain"] += sum(sec_plain.values())
+        totals["calls_fast"] += sum(calls_fast.values())
+        totals["calls_plain"] += sum(calls_plain.values())
+        totals["slices"] += len(sec_fast)
+        totals["classes"] += sum(present.values())
+        totals["identical"] &= bool(np.array_equal(fast, plain))
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(label_dir / f"{case}{ending}")))
+        model_label = predictor.to_original_grid(np.argmax(pred.probs, 0), pred.properties)
+        refined = predictor.to_original_grid(fast, pred.properties)
+        post = largest_component_per_class(refined, classes)
+        for key, lab in (("model", model_label), ("dfg", refined), ("dfg_post", post)):
+            quality[key].append([dice(lab == c, ref == c) for c in classes])
+        print(f"{case}: {len(sec_fast)} slices searched, fast {sum(sec_fast.values()):.1f} s, "
+              f"plain {sum(sec_plain.values()):.1f} s", flush=True)
+    n, k = max(totals["slices"], 1), max(totals["classes"], 1)
+    figures = {
+        "slices_searched": totals["slices"], "present_class_slices": totals["classes"],
+        "encoder_only_s": round(totals["t_enc"], 2), "fast_search_s": round(totals["t_fast"], 2),
+        "plain_search_s": round(totals["t_plain"], 2),
+        "ratio_fast_over_encoder": round(totals["t_fast"] / max(totals["t_enc"], 1e-9), 2),
+        "ratio_plain_over_encoder": round(totals["t_plain"] / max(totals["t_enc"], 1e-9), 2),
+        "decoder_calls_per_slice": {"fast": round(totals["calls_fast"] / n, 2),
+                                    "plain": round(totals["calls_plain"] / n, 2)},
+        "decoder_calls_per_slice_and_class": {"fast": round(totals["calls_fast"] / k, 2),
+                                              "plain": round(totals["calls_plain"] / k, 2)},
+        "fast_equals_plain": totals["identical"],
+        "pseudo_label_mean_dice": {key: round(float(np.mean(v)), 4) for key, v in quality.items()},
+        "pseudo_label_dice_per_class": {key: dict(zip([str(c) for c in classes], np.mean(v, 0).round(4).tolist()))
+                                        for key, v in quality.items()},
+    }
+    print(json.dumps(figures, indent=2))
+    if args.o:
+        Path(args.o).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The one-command DFG pipeline (``nnunet_dfg pipeline`` / ``nnunet_dfg demo``)."""

@@ -1,0 +1,173 @@
+"""The whole DFG pipeline as a list of steps on nnU-Net's own commands.
+
+source training -> target-test prediction (source only) -> prepare-target -> FA -> refine (DFG, and the box and
+SDG prompts for comparison) -> self-training -> predictions -> evaluation; plus a target-supervised oracle.
+Target labels are read only by the evaluation steps and by the oracle (a reference row, never used for a
+model choice): every model is its run's last checkpoint.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..nnunet_io import atomic_folder, dataset_folder, read_json, write_json_atomic
+from .runner import Runner, Step
+
+
+@dataclass
+class PipelineConfig:
+    source_id: int
+    target_id: int
+    configuration: str = "2d"
+    variant: str = ""  # trainer-name suffix, e.g. "_demo"
+    device: str = "cpu"
+    sam: str = "litemedsam"
+    plans: str = "nnUNetPlans"
+    source_fold: str = "0"
+    target_labels_tr: Optional[Path] = None  # evaluation (and oracle) only
+    target_labels_ts: Optional[Path] = None  # evaluation only
+    oracle: bool = True
+    disable_tta: bool = True
+    search_config: Optional[str] = None  # JSON overrides of DFGConfig for `refine --prompt dfg`
+    sdg: bool = True  # also the SDG rows: source model boxes -> SAM, and with a decoder fine-tuned on the source
+    sdg_tile: int = 1  # 2: 2x2 slices per encoder pass (costs accuracy with LiteMedSAM's 256 px input)
+    finetune_epochs: int = 3
+    finetune_max_slices: int = 60
+
+    def pseudo_id(self, prompt: str) -> int:
+        return self.target_id + {"dfg": 100, "box": 110, "sdg": 120}[prompt]
+
+    @property
+    def oracle_id(self) -> int:
+        return self.target_id + 130
+
+    def trainer(self, phase: str) -> str:
+        return f"nnUNetTrainerDFG_{phase}{self.variant}"
+
+
+class DFGPipeline:
+    def __init__(self, cfg: PipelineConfig, runner: Runner, raw: Path, results: Path):
+        self.cfg, self.runner, self.raw, self.results = cfg, runner, raw, results
+        self.predictions = runner.work / "predictions"
+
+    def model(self, dataset: int, phase: str) -> Path:
+        c = self.cfg
+        return dataset_folder(self.results, dataset) / f"{c.trainer(phase)}__{c.plans}__{c.configuration}"
+
+    def train(self, name: str, dataset: int, fold: str, phase: str, init=None) -> Step:
+        c = self.cfg
+        cmd = ["nnUNetv2_train", str(dataset), c.configuration, fold, "-tr", c.trainer(phase), "-p", c.plans,
+               "-device", c.device]
+        first = (lambda: cmd + ["-pretrained_weights", str(init())]) if init else cmd
+        return Step(name, first, retry_command=cmd + ["--c"])  # a killed run continues from its latest checkpoint
+
+    def predict(self, stage: str, dataset: int, phase: str, fold: str) -> Step:
+        c = self.cfg
+        cmd = lambda: ["nnUNetv2_predict", "-i", str(self.test_images), "-o", str(self.predictions / stage),  # noqa
+                       "-d", str(dataset), "-c", c.configuration, "-f", fold, "-tr", c.trainer(phase), "-p",
+                       c.plans, "-device", c.device, "-npp", "1", "-nps", "1"] + (["--disable_tta"] if c.disable_tta else [])
+        return Step(f"predict_{stage}", cmd)
+
+    def evaluate(self, stage: str, pred, ref: Path) -> Step:
+        def action():
+            from ..evaluation import evaluate_folders
+            folder = pred() if callable(pred) else pred
+            result = evaluate_folders(str(folder), str(ref), labels=self.labels)
+            write_json_atomic(self.runner.work / "eval" / f"{stage}.json", result)
+        return Step(f"evaluate_{stage}", action=action)
+
+    @property
+    def target_raw(self) -> Path:
+        return dataset_folder(self.raw, self.cfg.target_id)
+
+    @property
+    def test_images(self) -> Path:
+        return self.target_raw / "imagesTs"
+
+    @property
+    def labels(self) -> dict:
+        return {k: v for k, v in read_json(self.target_raw / "dataset.json")["labels"].items() if k != "background"}
+
+    def steps(self) -> list[Step]:
+        c = self.cfg
+        src_ckpt = lambda: self.model(c.source_id, "Source") / f"fold_{c.source_fold}" / "checkpoint_final.pth"  # noqa
+        fa_ckpt = lambda: self.model(c.target_id, "FA") / "fold_all" / "checkpoint_final.pth"  # noqa: E731
+        steps = [
+            Step("plan_source", ["nnUNetv2_plan_and_preprocess", "-d", str(c.source_id), "-c", c.configuration,
+                                 "-np", "1"], env={"nnUNet_n_proc_DA": "1"}),
+            self.train("train_source", c.source_id, c.source_fold, "Source"),
+            self.predict("source_only", c.source_id, "Source", c.source_fold),
+            Step("prepare_target", ["nnunet_dfg", "prepare-target", "-d", str(c.target_id), "-s", str(c.source_id),
+                                    "-tr", c.trainer("Source"), "-p", c.plans, "-c", c.configuration]),
+            self.train("train_fa", c.target_id, "all", "FA", init=src_ckpt),
+            self.predict("fa", c.target_id, "FA", "all"),
+        ]
+        for prompt in ("dfg", "box", "sdg"):
+            steps.append(Step(f"refine_{prompt}", [
+                "nnunet_dfg", "refine", "-d", str(c.target_id), "-c", c.configuration, "-f", "all", "-tr",
+                c.trainer("FA"), "-p", c.plans, "--prompt", prompt, "--out-id", str(c.pseudo_id(prompt)),
+                "--sam", c.sam, "-device", c.device, "--no-progress"] + (["--disable-tta"] if c.disable_tta else [])
+                + (["--search-config", c.search_config] if c.search_config and prompt == "dfg" else [])))
+        steps += [
+            Step("prepare_self_training", lambda: ["nnunet_dfg", "prepare-target", "-d", str(c.pseudo_id("dfg")),
+                                                   "-m", str(self.model(c.target_id, "FA")), "-c", c.configuration,
+                                                   "--labels"]),
+            self.train("train_self_training", c.pseudo_id("dfg"), "all", "ST", init=fa_ckpt),
+            self.predict("self_trained", c.pseudo_id("dfg"), "ST", "all"),
+        ]
+        if c.sdg:
+            steps += self.sdg_steps()
+        if c.oracle and c.target_labels_tr is not None:
+            steps += [
+                Step("oracle_dataset", action=self.link_oracle_dataset),
+                Step("prepare_oracle", lambda: ["nnunet_dfg", "prepare-target", "-d", str(c.oracle_id), "-m",
+                                                str(self.model(c.source_id, "Source")), "-c", c.configuration,
+                                                "--labels"]),
+                self.train("train_oracle", c.oracle_id, "all", "Source"),
+                self.predict("oracle", c.oracle_id, "Source", "all"),
+            ]
+        if c.target_labels_ts is not None:
+            stages = ("source_only", "fa", "self_trained") + (("sdg", "sdg_finetuned") if c.sdg else ()) \
+                + (("oracle",) if c.oracle and c.target_labels_tr else ())
+            for stage in stages:
+                steps.append(self.evaluate(stage, self.predictions / stage, c.target_labels_ts))
+        if c.target_labels_tr is not None:
+            pseudo = {"pseudo_box": ("box", "labelsTr"), "pseudo_sdg": ("sdg", "labelsTr"),
+                      "pseudo_dfg_raw": ("dfg", "dfg_refine/labels_raw"), "pseudo_dfg_post": ("dfg", "labelsTr")}
+            for stage, (prompt, sub) in pseudo.items():
+                folder = lambda prompt=prompt, sub=sub: dataset_folder(self.raw, c.pseudo_id(prompt)) / sub  # noqa
+                steps.append(self.evaluate(stage, folder, c.target_labels_tr))
+        return steps
+
+    def sdg_steps(self) -> list[Step]:
+        """SDG, no adaptation: the source model's refined boxes prompt SAM on the target test images, first with
+        the segmenter as shipped, then with its mask decoder fine-tuned on the source (SDG trains on the source)."""
+        c = self.cfg
+        checkpoint = self.runner.work / "sam_finetuned_on_source.pth"
+
+        def predict(stage: str, sam: str) -> Step:
+            return Step(f"predict_{stage}", lambda: [
+                "nnunet_dfg", "sdg-predict", "-i", str(self.test_images), "-o", str(self.predictions / stage), "-m",
+                str(self.model(c.source_id, "Source")), "-f", c.source_fold, "--sam", sam, "--tile", str(c.sdg_tile),
+                "-device", c.device, "--no-progress"] + (["--disable-tta"] if c.disable_tta else []))
+        return [
+            predict("sdg", c.sam),
+            Step("finetune_sam", ["nnunet_dfg", "finetune-sam", "-d", str(c.source_id), "-o", str(checkpoint), "-c",
+                                  c.configuration, "-p", c.plans, "--sam", c.sam, "--epochs", str(c.finetune_epochs),
+                                  "--max-slices", str(c.finetune_max_slices), "-device", c.device, "--no-progress"]),
+            predict("sdg_finetuned", str(checkpoint)),
+        ]
+
+    def link_oracle_dataset(self) -> None:
+        """Target images + their true labels: the oracle's training data (a reference row only)."""
+        out = self.raw / f"Dataset{self.cfg.oracle_id:03d}_{self.target_raw.name.split('_', 1)[1]}Oracle"
+        if out.exists():
+            return
+        with atomic_folder(out) as tmp:
+            for sub, src in (("imagesTr", self.target_raw / "imagesTr"), ("labelsTr", Path(self.cfg.target_labels_tr))):
+                (tmp / sub).mkdir()
+                for f in sorted(src.iterdir()):
+                    os.symlink(f.resolve(), tmp / sub / f.name)
+            write_json_atomic(tmp / "dataset.json", read_json(self.target_raw / "dataset.json"))

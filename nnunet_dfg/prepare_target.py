@@ -1,0 +1,159 @@
+"""``nnunet_dfg prepare-target``: preprocess unlabelled target images with the *source model's* plans.
+
+nnU-Net's own ``plan_and_preprocess`` would fingerprint the target (crashing on the all-zero dummy labels that
+unlabelled data would need) and plan a different network. Adaptation must keep the source network and its
+intensity normalisation, so we reuse the plans stored in the source model's results folder and run nnU-Net's
+preprocessor case by case. Only the model folder (plans.json, dataset.json) is read on the source side.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import UserError
+from .nnunet_io import atomic_folder, atomic_path, dataset_folder, env_folder, list_cases, read_json, write_json_atomic
+
+
+def model_folder(source: int | str, trainer: str, plans: str, configuration: str | None) -> Path:
+    """``nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIG`` with a clear error if absent.
+
+    Without a configuration, the one trained configuration of that trainer and plans is taken.
+    """
+    results = dataset_folder(env_folder("nnUNet_results"), source)
+    if configuration is None:
+        found = sorted(results.glob(f"{trainer}__{plans}__*"))
+        if len(found) != 1:
+            raise UserError(f"{len(found)} trained {trainer}__{plans} models in {results}: choose one with -c")
+        return found[0]
+    folder = results / f"{trainer}__{plans}__{configuration}"
+    if not folder.is_dir():
+        raise UserError(f"no trained source model at {folder}")
+    return folder
+
+
+def check_compatible(source_dataset: dict, target_dataset: dict | None, num_found_channels: int | None = None) -> None:
+    """Channel count and file ending of the target must match what the source network was trained on."""
+    n_source = len(source_dataset["channel_names"])
+    if target_dataset is not None:
+        if target_dataset.get("file_ending") != source_dataset["file_ending"]:
+            raise UserError(f"file ending mismatch: target uses {target_dataset.get('file_ending')!r}, "
+                            f"the source model {source_dataset['file_ending']!r}")
+        n_target = len(target_dataset.get("channel_names", target_dataset.get("modality", {})))
+        if n_target != n_source:
+            raise UserError(f"channel mismatch: target has {n_target} channel(s), the source model expects {n_source}")
+
+
+def target_dataset_json(source_dataset: dict, num_cases: int, model_dir: Path) -> dict:
+    """The preprocessed target's dataset.json: the source's channels and labels (the network's), no labels used."""
+    ds = copy.deepcopy(source_dataset)
+    ds["numTraining"] = num_cases
+    ds["dfg_source_model"] = str(model_dir)
+    return ds
+
+
+def _save_case(preprocessor, files, seg_file, plans_manager, configuration_manager, dataset_json,
+               out_truncated: Path) -> None:
+    """Preprocess one case; files are written under temporary names and renamed, the .pkl (the 'done' mark) last."""
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import comp_blosc2_params
+
+    data, seg, properties = preprocessor.run_case([str(f) for f in files], seg_file and str(seg_file), plans_manager,
+                                                  configuration_manager, dataset_json)
+    if seg_file is None:
+        # Unlabelled: nothing to oversample. The dataloader only reads these when oversampling; keep the keys.
+        label_manager = plans_manager.get_label_manager(dataset_json)
+        properties["class_locations"] = {c: np.zeros((0, data.ndim), dtype=np.int64)
+                                         for c in label_manager.foreground_labels}
+    data = data.astype(np.float32, copy=False)
+    seg = seg.astype(np.int16, copy=False)
+    patch = tuple(configuration_manager.patch_size)
+    blocks, chunks = comp_blosc2_params(data.shape, patch, data.itemsize)
+    blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, patch, seg.itemsize)
+    tmp = out_truncated.with_name(f".tmp_{out_truncated.name}")
+    nnUNetDatasetBlosc2.save_case(data, seg, properties, str(tmp), chunks=chunks, blocks=blocks,
+                                  chunks_seg=chunks_seg, blocks_seg=blocks_seg)
+    for suffix in (".b2nd", "_seg.b2nd", ".pkl"):
+        os.replace(f"{tmp}{suffix}", f"{out_truncated}{suffix}")
+
+
+def prepare_target(target_raw: Path, model_dir: Path, configurations: list[str] | None = None,
+                   preprocessed_root: Path | None = None, with_labels: bool = False) -> Path:
+    """Preprocess ``target_raw/imagesTr`` with the plans of ``model_dir``; returns the preprocessed folder.
+
+    ``with_labels`` also reads ``labelsTr``: for datasets *derived* by this package (pseudo-labels for
+    self-training, the oracle's reference labels). It is off by default so that a target dataset that happens
+    to carry labels never has them read during adaptation.
+
+    Resumable: finished cases (their .pkl exists) are skipped; a configuration's folder only appears under its
+    final name once all its cases are done.
+    """
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = read_json(model_dir / "plans.json")
+    source_dataset = read_json(model_dir / "dataset.json")
+    target_json = target_raw / "dataset.json"
+    check_compatible(source_dataset, read_json(target_json) if target_json.is_file() else None)
+    cases = list_cases(target_raw / "imagesTr", source_dataset["file_ending"], len(source_dataset["channel_names"]))
+    labels = {}
+    if with_labels:
+        labels = {c: target_raw / "labelsTr" / f"{c}{source_dataset['file_ending']}" for c in cases}
+        missing = [c for c, p in labels.items() if not p.is_file()]
+        if missing:
+            raise UserError(f"{len(missing)} case(s) have no label in {target_raw / 'labelsTr'}, e.g. {missing[0]}")
+    configurations = configurations or [model_dir.name.split("__")[-1]]
+    unknown = [c for c in configurations if c not in plans["configurations"]]
+    if unknown:
+        raise UserError(f"configuration(s) {unknown} not in the source plans ({sorted(plans['configurations'])})")
+
+    out = (preprocessed_root or env_folder("nnUNet_preprocessed")) / target_raw.name
+    plans = copy.deepcopy(plans)
+    plans["dataset_name"] = target_raw.name
+    dataset_json = target_dataset_json(source_dataset, len(cases), model_dir)
+    dataset_json["dfg_labels_used"] = with_labels
+    plans_manager = PlansManager(plans)
+    for configuration in configurations:
+        cm = plans_manager.get_configuration(configuration)
+        final = out / cm.data_identifier
+        if final.is_dir():
+            continue
+        partial = out / f".{cm.data_identifier}.partial"
+        partial.mkdir(parents=True, exist_ok=True)
+        preprocessor = cm.preprocessor_class(verbose=False)
+        todo = [c for c in cases if not (partial / f"{c}.pkl").is_file()]
+        for case in tqdm(todo, desc=f"prepare-target {configuration}", unit="case"):
+            _save_case(preprocessor, cases[case], labels.get(case), plans_manager, cm, dataset_json, partial / case)
+        os.replace(partial, final)
+    if with_labels:  # nnU-Net's final validation compares against these (the pseudo-labels for self-training)
+        (out / "gt_segmentations").mkdir(parents=True, exist_ok=True)
+        for case, label in labels.items():
+            with atomic_path(out / "gt_segmentations" / label.name, suffix=source_dataset["file_ending"]) as tmp:
+                shutil.copyfile(label, tmp)
+    write_json_atomic(out / f"{plans['plans_name']}.json", plans)
+    write_json_atomic(out / "dataset.json", dataset_json)
+    # nnU-Net's trainer copies this file next to its results; the source model folder has the source's copy.
+    fingerprint = model_dir / "dataset_fingerprint.json"
+    write_json_atomic(out / "dataset_fingerprint.json", read_json(fingerprint) if fingerprint.is_file() else {})
+    return out
+
+
+def link_folder_as_dataset(images: Path, dataset_id: int, name: str, file_ending: str, num_channels: int,
+                           raw_root: Path | None = None) -> Path:
+    """Registers a plain folder of target images as a new raw dataset (symlinks; the folder is not touched)."""
+    raw_root = raw_root or env_folder("nnUNet_raw")
+    if raw_root.is_dir() and any(raw_root.glob(f"Dataset{dataset_id:03d}_*")):
+        raise UserError(f"dataset id {dataset_id} is already used in {raw_root}")
+    cases = list_cases(images, file_ending, num_channels)
+    with atomic_folder(raw_root / f"Dataset{dataset_id:03d}_{name}") as tmp:
+        (tmp / "imagesTr").mkdir()
+        for files in cases.values():
+            for f in files:
+                os.symlink(f.resolve(), tmp / "imagesTr" / f.name)
+        write_json_atomic(tmp / "dataset.json", {"channel_names": {str(i): f"channel{i}" for i in range(num_channels)},
+                                                  "labels": {"background": 0}, "numTraining": len(cases),
+                                                  "file_ending": file_ending})
+    return raw_root / f"Dataset{dataset_id:03d}_{name}"

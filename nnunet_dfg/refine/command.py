@@ -1,0 +1,251 @@
+"""``nnunet_dfg refine``: a target dataset + a trained model -> a new raw dataset of refined pseudo-labels.
+
+Per case: nnU-Net preprocessing and sliding-window prediction of softmax and decoder features (network grid),
+the prompt search on every axial slice, the merged labels exported back to the image grid with nnU-Net's own
+export, then the largest 3D component per class. Reads the model folder and the target images only: no source
+data, no target labels. Sharded with ``-num_parts/-part_id`` like ``nnUNetv2_predict``; resumable (a case whose
+label file exists is skipped, and each case's result depends on that case alone).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..nnunet_io import dataset_folder, env_folder, list_cases, read_json, resolve_model_folder
+from ..sam.open import open_segmenter
+from .layout import OutputDataset, check_resumable, output_dataset_json, resolve_output, write_dataset_json
+from .volume import PROMPTS, default_config, select_slices
+
+
+@dataclass
+class RefineOptions:
+    dataset: str | None = None            # -d: target raw dataset (images) and, without -m, the model's dataset
+    images: Path | None = None            # -i: image folder instead of the dataset's imagesTr
+    model: Path | None = None             # -m: model folder instead of nnUNet_results/<-d>/<tr>__<p>__<c>
+    configuration: str = "2d"
+    fold: str = "0"
+    trainer: str = "nnUNetTrainerDFG_FA"
+    plans: str = "nnUNetPlans"
+    checkpoint: str = "checkpoint_final.pth"
+    prompt: str = "dfg"
+    sam: str = "litemedsam"
+    sam_mode: str | None = None
+    search_config: str | None = None      # JSON overrides of DFGConfig / SDGConfig fields
+    out_id: int | None = None
+    name: str | None = None               # output dataset name (default: <target name>Pseudo<PROMPT>)
+    copy_images: bool = False
+    num_parts: int = 1
+    part_id: int = 0
+    max_cases: int | None = None          # stop after this many cases (this part)
+    max_slices: int | None = None         # search at most this many slices per case (debugging, tests)
+    disable_tta: bool = False
+    step_size: float = 0.5
+    device: str = "cpu"
+    save_figures: Path | None = None
+    progress: bool = True
+    tile: int = 1                         # sdg/box: n x n slices share one encoder pass (SDG's merging strategy)
+
+
+def parse_search_config(prompt: str, text: str | None):
+    """``--search-config`` JSON -> the prompt's config dataclass, unknown keys refused."""
+    base = default_config(prompt)
+    if not text:
+        return base, {}
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--search-config is not valid JSON ({e.msg})") from None
+    if not isinstance(overrides, dict):
+        raise UserError("--search-config must be a JSON object of config fields")
+    known = {f.name for f in fields(base)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UserError(f"unknown {type(base).__name__} field(s) {unknown}; known: {sorted(known)}")
+    try:
+        return type(base)(**overrides), overrides
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--search-config: {e}") from None
+
+
+def _resolve_model(opts: RefineOptions) -> Path:
+    return resolve_model_folder(opts.model, opts.dataset, opts.trainer, opts.plans, opts.configuration)
+
+
+def _resolve_target(opts: RefineOptions) -> tuple[Path, str, int | None]:
+    """(image folder, target name, target id or None)."""
+    if opts.images is not None:
+        return Path(opts.images), "Target", None
+    if opts.dataset is None:
+        raise UserError("need -d DATASET or -i IMAGE_FOLDER")
+    raw = dataset_folder(env_folder("nnUNet_raw"), opts.dataset)
+    return raw / "imagesTr", raw.name.split("_", 1)[1], int(raw.name[len("Dataset"):].split("_")[0])
+
+
+def _metadata(opts: RefineOptions, model: Path, images: Path, overrides: dict) -> dict:
+    """What determines the labels: stored in dataset.json, and equal across parts and resumed runs."""
+    return json.loads(json.dumps({
+        "prompt": opts.prompt, "model": str(model), "fold": str(opts.fold), "checkpoint": opts.checkpoint,
+        "images": str(images.resolve()), "sam": opts.sam, "sam_mode": opts.sam_mode, "search_config": overrides,
+        "mirroring": not opts.disable_tta, "step_size": opts.step_size, "max_slices": opts.max_slices,
+        "tile": opts.tile,
+        "postprocessing": "largest 3D component per class (face connectivity)",
+    }))
+
+
+def refine_dataset(opts: RefineOptions, segmenter: Any = None) -> dict:
+    """Run (this part of) a refinement; returns a summary. ``segmenter`` overrides ``--sam`` (tests)."""
+    from tqdm import tqdm
+
+    if opts.prompt not in PROMPTS:
+        raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}")
+    if opts.tile not in (1, 2) or (opts.tile > 1 and opts.prompt == "dfg"):
+        raise UserError("--tile 2 is for --prompt sdg or box (the DFG search decodes step by step per slice)")
+    if opts.num_parts < 1 or not 0 <= opts.part_id < opts.num_parts:
+        raise UserError(f"-part_id must lie in 0..{opts.num_parts - 1}")
+    config, overrides = parse_search_config(opts.prompt, opts.search_config)
+    model = _resolve_model(opts)
+    images, target_name, target_id = _resolve_target(opts)
+    model_dataset = read_json(model / "dataset.json")
+    cases = list_cases(images, model_dataset["file_ending"], len(model_dataset["channel_names"]))
+    name = opts.name or f"{target_name}Pseudo{opts.prompt.upper()}"
+    folder = resolve_output(env_folder("nnUNet_raw"), opts.out_id, target_id, name)
+    metadata = _metadata(opts, model, images, overrides)
+    check_resumable(folder, metadata)
+
+    out = OutputDataset(folder, model_dataset["file_ending"])
+    mine = sorted(cases)[opts.part_id::opts.num_parts]
+    todo = [c for c in mine if not out.is_done(c)]
+    n_done_before = len(mine) - len(todo)
+    if opts.max_cases is not None:
+        todo = todo[:max(0, opts.max_cases)]
+    predictor = None
+    if todo:  # load everything (and fail on bad models) before the first file is written
+        from .predict_features import FeaturePredictor
+        predictor = FeaturePredictor(model, opts.fold, opts.checkpoint, opts.device, not opts.disable_tta,
+                                     opts.step_size)
+        segmenter = segmenter if segmenter is not None else open_segmenter(opts.sam, opts.device, opts.sam_mode)
+    out.create()
+    write_dataset_json(folder, output_dataset_json(model_dataset, len(cases), metadata))
+    labels = {str(k): int(v) for k, v in model_dataset["labels"].items() if not isinstance(v, list)}
+    bar = tqdm(todo, desc=f"refine {opts.prompt}", unit="case", disable=not opts.progress)
+    summary = {"output": str(folder), "cases_done": [], "cases_skipped": n_done_before, "timings_s": {}}
+    for case in bar:
+        report = refine_case(case, cases[case], predictor, segmenter, config, opts, out, labels, metadata,
+                             bar if opts.progress else None)
+        summary["cases_done"].append(case)
+        summary["timings_s"][case] = report["timings_s"]
+    return summary
+
+
+def refine_case(case: str, files: list[Path], predictor, segmenter, config, opts: RefineOptions,
+                out: OutputDataset, labels: dict[str, int], metadata: dict, bar=None) -> dict:
+    """One case end to end; the label file is renamed into place last (the resume marker)."""
+    from ..prompt_search import largest_component_per_class
+    from .report import case_report, voxel_counts
+    from .volume import refine_volume
+
+    t0 = time.perf_counter()
+    pred = predictor.predict_case(files, with_features=opts.prompt == "dfg")
+    t1 = time.perf_counter()
+    slices = select_slices(pred.probs, opts.max_slices)
+    on_slice = None
+    if bar is not None:
+        on_slice = lambda z, r: bar.set_postfix_str(f"{case} slice {z + 1}/{pred.probs.shape[1]}")  # noqa: E731
+    if opts.tile > 1:
+        from ..sdg.volume import refine_volume_tiled
+        volume = refine_volume_tiled(pred.image, pred.probs, segmenter, opts.prompt, config, opts.tile, slices,
+                                     on_slice)
+    else:
+        volume = refine_volume(pred.image, pred.probs, pred.features, segmenter, opts.prompt, config, slices,
+                               on_slice)
+    t2 = time.perf_counter()
+    raw = predictor.to_original_grid(volume.label, pred.properties)
+    foreground = [v for v in labels.values() if v != 0]
+    final = largest_component_per_class(raw, foreground).astype(np.uint8)
+    t3 = time.perf_counter()
+
+    if opts.save_figures is not None:
+        write_figures(Path(opts.save_figures), case, pred.image, pred.probs, volume, out)
+    t4 = time.perf_counter()
+    writer = predictor.plans_manager.image_reader_writer_class()
+    out.add_images(files, opts.copy_images)
+    out.write_segmentation(writer, raw, out.raw_label_file(case), pred.properties)
+    t5 = time.perf_counter()
+    voxels = {"model_network_grid": voxel_counts(np.argmax(pred.probs, 0), labels),
+              "refined_network_grid": voxel_counts(volume.label, labels),
+              "before_postprocessing": voxel_counts(raw, labels),
+              "after_postprocessing": voxel_counts(final, labels)}
+    timings = {"predict": t1 - t0, "search": t2 - t1, "export_postprocess": t3 - t2, "figures": t4 - t3,
+              "write": t5 - t4}
+    report = case_report(case, volume, labels, voxels, timings, metadata)
+    report["network_grid_shape"] = list(pred.probs.shape[1:])
+    report["feature_channels"] = None if pred.features is None else int(pred.features.shape[0])
+    out.write_bytes(json.dumps(report, indent=1).encode(), out.report_file(case))
+    out.write_segmentation(writer, final, out.label_file(case), pred.properties)
+    return report
+
+
+def write_figures(root: Path, case: str, image: np.ndarray, probs: np.ndarray, volume, out: OutputDataset) -> None:
+    """One PNG per searched slice and class that has decoded steps: ``root/CASE/CASE_zNNN_cK.png``."""
+    from .figures import render_search_png
+
+    model = np.argmax(probs, axis=0)
+    for z, result in sorted(volume.slices.items()):
+        for cls, trace in sorted(result.traces.items()):
+            if not trace.steps:
+                continue
+            png = render_search_png(image[z], trace, model[z] == cls, result.label == cls,
+                                    title=f"{case} slice {z} class {cls}")
+            out.write_bytes(png, root / case / f"{case}_z{z:03d}_c{cls}.png")
+
+
+def _run(args: argparse.Namespace) -> None:
+    opts = RefineOptions(**{f.name: getattr(args, f.name) for f in fields(RefineOptions) if hasattr(args, f.name)})
+    summary = refine_dataset(opts)
+    print(f"refined {len(summary['cases_done'])} case(s), {summary['cases_skipped']} already done -> "
+          f"{summary['output']}")
+
+
+def add_refine_parser(subparsers) -> argparse.ArgumentParser:
+    """Adds ``refine`` to the ``nnunet_dfg`` sub-command parsers."""
+    p = subparsers.add_parser("refine", help="refine a model's predictions with box-prompted SAM into a new "
+                                             "pseudo-labelled raw dataset",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("-d", dest="dataset", help="target dataset id/name: its imagesTr, and (without -m) the "
+                                              "dataset the model was trained on in nnUNet_results")
+    p.add_argument("-i", dest="images", type=Path, help="image folder instead of the target's imagesTr "
+                                                        "(needs --out-id)")
+    p.add_argument("-m", dest="model", type=Path, help="model folder (TRAINER__PLANS__CONFIG) instead of -d/-tr/-p/-c")
+    p.add_argument("-c", dest="configuration", default="2d")
+    p.add_argument("-f", dest="fold", default="0")
+    p.add_argument("-tr", dest="trainer", default="nnUNetTrainerDFG_FA")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans")
+    p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth")
+    p.add_argument("--prompt", choices=PROMPTS, default="dfg",
+                   help="dfg: dual-feature-guided search; sdg: SDG's filtered box; box: plain bbox (baseline)")
+    p.add_argument("--sam", default="litemedsam", help="'litemedsam' (bundled) or a SAM/MedSAM checkpoint path")
+    p.add_argument("--sam-mode", choices=("sam", "medsam"), help="preprocessing of a checkpoint given to --sam")
+    p.add_argument("--search-config", help='JSON overrides of the search constants, e.g. \'{"presence_min_pixels": 100}\'')
+    p.add_argument("--out-id", type=int, help="output dataset id (default: target id + 100)")
+    p.add_argument("--name", help="output dataset name (default: <target name>Pseudo<PROMPT>)")
+    p.add_argument("--copy-images", action="store_true", help="copy images instead of symlinking them")
+    p.add_argument("-num_parts", dest="num_parts", type=int, default=1)
+    p.add_argument("-part_id", dest="part_id", type=int, default=0)
+    p.add_argument("--max-cases", type=int, help="stop after this many cases (the rest on a later run)")
+    p.add_argument("--max-slices", type=int, help="search only the N slices with most foreground (debugging)")
+    p.add_argument("--disable-tta", action="store_true", help="no mirroring at prediction (faster)")
+    p.add_argument("-step_size", dest="step_size", type=float, default=0.5)
+    p.add_argument("-device", dest="device", default="cpu", help="cpu or cuda (nnU-Net and SAM)")
+    p.add_argument("--tile", type=int, choices=(1, 2), default=1,
+                   help="sdg/box: 2 tiles 2x2 slices into one encoder pass (SDG's merging strategy)")
+    p.add_argument("--save-figures", type=Path, metavar="DIR", help="PNG of every search (boxes + change curve)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=_run)
+    return p

@@ -1,0 +1,132 @@
+"""The pseudo-label dataset a refinement writes: a new nnU-Net raw dataset plus a ``dfg_refine/`` side folder.
+
+    DatasetNNN_<Target><Suffix>/
+        dataset.json               the model's channels/labels, numTraining, "dfg_pseudo_labels" metadata
+        imagesTr/                  the target images (symlinks, or copies)
+        labelsTr/CASE<ending>      post-processed pseudo-labels; written LAST, so "exists" means "case done"
+        dfg_refine/labels_raw/     merged labels before connectivity post-processing (to evaluate that stage)
+        dfg_refine/reports/        CASE.json per case
+        dfg_refine/.tmp/           files being written (renamed into place), never read by nnU-Net
+
+Every file is written under a temporary name and renamed, so parallel parts (sharding) and killed runs never
+leave a half-written file where a finished one is expected.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from pathlib import Path
+from typing import Mapping
+
+from ..errors import UserError
+from ..nnunet_io import atomic_path, read_json, write_json_atomic
+
+METADATA_KEY = "dfg_pseudo_labels"
+
+
+class OutputDataset:
+    """Paths and atomic writers of one output dataset folder."""
+
+    def __init__(self, root: Path, file_ending: str) -> None:
+        self.root = Path(root)
+        self.file_ending = file_ending
+        self.images = self.root / "imagesTr"
+        self.labels = self.root / "labelsTr"
+        self.side = self.root / "dfg_refine"
+        self.labels_raw = self.side / "labels_raw"
+        self.reports = self.side / "reports"
+        self.tmp = self.side / ".tmp"
+
+    def create(self) -> None:
+        for folder in (self.images, self.labels, self.labels_raw, self.reports, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def label_file(self, case: str) -> Path:
+        return self.labels / f"{case}{self.file_ending}"
+
+    def raw_label_file(self, case: str) -> Path:
+        return self.labels_raw / f"{case}{self.file_ending}"
+
+    def report_file(self, case: str) -> Path:
+        return self.reports / f"{case}.json"
+
+    def is_done(self, case: str) -> bool:
+        return self.label_file(case).is_file()
+
+    def staged(self, final: Path, suffix: str = ""):
+        """A fresh temporary path in ``.tmp/`` (ending in ``suffix`` so writers pick the format), renamed onto
+        ``final`` only if the block succeeds."""
+        return atomic_path(final, suffix=suffix, tmp_dir=self.tmp)
+
+    def write_segmentation(self, writer, seg, final: Path, properties: dict) -> None:
+        with self.staged(final, self.file_ending) as tmp:
+            writer.write_seg(seg, str(tmp), properties)
+
+    def write_bytes(self, data: bytes, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with self.staged(final, final.suffix) as tmp:
+            tmp.write_bytes(data)
+
+    def add_images(self, files: list[Path], copy_files: bool) -> None:
+        """Link (absolute symlink) or copy a case's channel files into imagesTr; existing ones are kept."""
+        for src in files:
+            dst = self.images / src.name
+            if dst.exists() or dst.is_symlink():
+                continue
+            with self.staged(dst, "") as tmp:
+                if copy_files:
+                    shutil.copyfile(src, tmp)
+                else:
+                    tmp.unlink()
+                    os.symlink(src.resolve(), tmp)
+
+
+def output_dataset_json(model_dataset: Mapping, num_cases: int, metadata: Mapping) -> dict:
+    """The model's dataset.json (its labels and channels are the pseudo-labels' and images') for the new cases."""
+    ds = {k: copy.deepcopy(v) for k, v in model_dataset.items() if k not in ("numTraining", METADATA_KEY)}
+    for key in ("dfg_source_model", "dfg_unlabelled", "description", "name"):
+        ds.pop(key, None)
+    ds["numTraining"] = int(num_cases)
+    ds["description"] = "pseudo-labels refined by nnunet_dfg refine"
+    ds[METADATA_KEY] = dict(metadata)
+    return ds
+
+
+def resolve_output(raw_root: Path, out_id: int | None, target_id: int | None, name: str) -> Path:
+    """``raw_root/DatasetNNN_name``; NNN defaults to target id + 100. An id held by another name is refused."""
+    if out_id is None:
+        if target_id is None:
+            raise UserError("--out-id is required when the target is not a numbered dataset")
+        out_id = target_id + 100
+    if not 1 <= out_id <= 999:
+        raise UserError(f"output dataset id must lie in 1..999, got {out_id}")
+    if target_id is not None and out_id == target_id:
+        raise UserError(f"output dataset id {out_id} is the target's own id")
+    folder = raw_root / f"Dataset{out_id:03d}_{name}"
+    taken = sorted(p.name for p in raw_root.glob(f"Dataset{out_id:03d}_*")) if raw_root.is_dir() else []
+    others = [t for t in taken if t != folder.name]
+    if others:
+        raise UserError(f"dataset id {out_id} is already used by {others[0]}; choose another --out-id")
+    return folder
+
+
+def check_resumable(folder: Path, metadata: Mapping) -> None:
+    """An existing output folder may only be continued with the same settings (parts of one run agree)."""
+    existing = folder / "dataset.json"
+    if not existing.is_file():  # fresh, or a parallel part is just creating it: only our layout may be there
+        ours = {"imagesTr", "labelsTr", "dfg_refine"}
+        if folder.is_dir() and any(p.name not in ours and not p.name.startswith(".") for p in folder.iterdir()):
+            raise UserError(f"{folder} exists and was not written by nnunet_dfg refine")
+        return
+    found = read_json(existing).get(METADATA_KEY)
+    if found is None:
+        raise UserError(f"{folder} exists and was not written by nnunet_dfg refine")
+    if found != dict(metadata):
+        diff = sorted(k for k in set(found) | set(metadata) if found.get(k) != metadata.get(k))
+        raise UserError(f"{folder} was written with other settings ({', '.join(diff)}); "
+                        f"use another --out-id or delete it")
+
+
+def write_dataset_json(folder: Path, dataset: Mapping) -> None:
+    write_json_atomic(folder / "dataset.json", dict(dataset))

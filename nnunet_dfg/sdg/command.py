@@ -1,0 +1,288 @@
+"""``nnunet_dfg sdg-predict`` and ``nnunet_dfg finetune-sam``: the file-handling shells of the SDG method.
+
+``sdg-predict``: a source model's softmax (nnU-Net's own predictor) -> one SDG box per slice and class -> SAM
+(``--tile 2``: four slices per encoder pass) -> DFG-style score merge -> ``OUT/CASE<ending>`` on each input image's
+grid, like ``nnUNetv2_predict`` (which also puts the model's dataset.json and plans.json next to them). No
+connectivity post-processing: SDG has none. Resumable (finished cases are skipped) and shardable.
+
+``finetune-sam``: SDG's mask-decoder fine-tuning on the labelled SOURCE dataset (allowed in SDG's setting, never in
+DFG's), saved as a small checkpoint that ``--sam PATH`` loads on top of its base model.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..nnunet_io import atomic_path, dataset_folder, env_folder, list_cases, read_json, resolve_model_folder, write_json_atomic
+from ..sam.open import open_segmenter
+
+SETTINGS_FILE = "sdg_predict.json"
+
+
+@dataclass
+class PredictOptions:
+    images: Path
+    output: Path
+    dataset: str | None = None
+    model: Path | None = None
+    configuration: str = "2d"
+    fold: str = "0"
+    trainer: str = "nnUNetTrainerDFG_Source"
+    plans: str = "nnUNetPlans"
+    checkpoint: str = "checkpoint_final.pth"
+    sam: str = "litemedsam"
+    sam_mode: str | None = None
+    tile: int = 2
+    threshold: float = 0.75
+    device: str = "cpu"
+    num_parts: int = 1
+    part_id: int = 0
+    disable_tta: bool = False
+    step_size: float = 0.5
+    progress: bool = True
+
+
+@dataclass
+class FinetuneOptions:
+    dataset: str
+    output: Path
+    configuration: str = "2d"
+    plans: str = "nnUNetPlans"
+    sam: str = "litemedsam"
+    sam_mode: str | None = None
+    epochs: int = 10
+    slices_per_epoch: int = 200
+    max_slices: int | None = None  # fixed random subset of the foreground slices (bounds encoder passes, memory)
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+
+def resolve_model(opts: PredictOptions) -> Path:
+    return resolve_model_folder(opts.model, opts.dataset, opts.trainer, opts.plans, opts.configuration)
+
+
+def _settings(opts: PredictOptions, model: Path) -> dict:
+    """What determines the labels; a resumed run or another part must agree on all of it."""
+    return {"model": str(model), "fold": str(opts.fold), "checkpoint": opts.checkpoint,
+            "images": str(Path(opts.images).resolve()), "sam": opts.sam, "sam_mode": opts.sam_mode,
+            "tile": opts.tile, "threshold": opts.threshold, "mirroring": not opts.disable_tta,
+            "step_size": opts.step_size, "merge": "refined 2 / model 1 / background 0.5"}
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    existing = out / SETTINGS_FILE
+    if existing.is_file():
+        found = read_json(existing)
+        if found != settings:
+            diff = sorted(k for k in set(found) | set(settings) if found.get(k) != settings.get(k))
+            raise UserError(f"{out} holds predictions made with other settings ({', '.join(diff)}); "
+                            f"use another -o or delete it")
+    elif out.is_dir() and any(p.name.endswith(".nii.gz") or p.suffix in (".nrrd", ".mha", ".tif")
+                              for p in out.iterdir()):
+        raise UserError(f"{out} already holds files not written by sdg-predict; use another -o")
+
+
+def _write_seg(writer, seg: np.ndarray, final: Path, properties: dict, ending: str, tmp_dir: Path) -> None:
+    """Write under a temporary name with the right ending (the writer picks the format from it), then rename."""
+    with atomic_path(final, suffix=ending, tmp_dir=tmp_dir) as tmp:
+        writer.write_seg(seg, str(tmp), properties)
+
+
+def sdg_predict(opts: PredictOptions, segmenter: Any = None) -> dict:
+    """Predict (this part of) a folder of images; returns a summary. ``segmenter`` overrides ``--sam`` (tests)."""
+    from tqdm import tqdm
+
+    from ..prompt_search import SDGConfig
+    from ..refine.predict_features import FeaturePredictor
+    from .volume import refine_volume_tiled
+
+    if opts.tile not in (1, 2):
+        raise UserError(f"--tile must be 1 or 2, got {opts.tile}")
+    if not 0.0 < opts.threshold < 1.0:
+        raise UserError(f"--threshold must lie strictly between 0 and 1, got {opts.threshold}")
+    if opts.num_parts < 1 or not 0 <= opts.part_id < opts.num_parts:
+        raise UserError(f"-part_id must lie in 0..{opts.num_parts - 1}")
+    model = resolve_model(opts)
+    model_dataset = read_json(model / "dataset.json")
+    ending = model_dataset["file_ending"]
+    cases = list_cases(Path(opts.images), ending, len(model_dataset["channel_names"]))
+    out = Path(opts.output)
+    settings = _settings(opts, model)
+    _check_settings(out, settings)
+    mine = sorted(cases)[opts.part_id::opts.num_parts]
+    todo = [c for c in mine if not (out / f"{c}{ending}").is_file()]
+    summary = {"output": str(out), "cases_done": [], "cases_skipped": len(mine) - len(todo), "encoder_calls": 0}
+    if not todo:
+        return summary
+    predictor = FeaturePredictor(model, opts.fold, opts.checkpoint, opts.device, not opts.disable_tta,
+                                 opts.step_size)
+    segmenter = segmenter if segmenter is not None else open_segmenter(opts.sam, opts.device, opts.sam_mode)
+    tmp_dir = out / ".sdg_partial"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / SETTINGS_FILE, settings)
+    for name in ("dataset.json", "plans.json"):  # as nnUNetv2_predict does; `nnunet_dfg evaluate` reads labels
+        write_json_atomic(out / name, read_json(model / name))
+    config = SDGConfig(threshold=opts.threshold)
+    writer = predictor.plans_manager.image_reader_writer_class()
+    for case in tqdm(todo, desc=f"sdg-predict tile {opts.tile}", unit="case", disable=not opts.progress):
+        pred = predictor.predict_case(cases[case], with_features=False)
+        volume = refine_volume_tiled(pred.image, pred.probs, segmenter, "sdg", config, opts.tile)
+        label = predictor.to_original_grid(volume.label, pred.properties)
+        _write_seg(writer, label, out / f"{case}{ending}", pred.properties, ending, tmp_dir)
+        summary["cases_done"].append(case)
+        summary["encoder_calls"] += volume.total("encoder_calls")
+    try:
+        tmp_dir.rmdir()  # only when empty: a parallel part may still be writing there
+    except OSError:
+        pass
+    return summary
+
+
+def source_slices(raw: Path, configuration: str, plans: str) -> list:
+    """Foreground axial slices of a labelled raw dataset, through nnU-Net's preprocessing of ``configuration``
+    (what the source model and ``sdg-predict`` see), or unchanged with ``configuration="none"`` (the images' array
+    axis 0; equivalent for z-score normalised modalities, since SAM min-max scales every slice)."""
+    from .slices import TrainingSlice, foreground_slices
+
+    dataset = read_json(raw / "dataset.json")
+    ending = dataset["file_ending"]
+    cases = list_cases(raw / "imagesTr", ending, len(dataset["channel_names"]))
+    label_files = {c: raw / "labelsTr" / f"{c}{ending}" for c in cases}
+    missing = [c for c, f in label_files.items() if not f.is_file()]
+    if missing:
+        raise UserError(f"{raw.name} has no label for case {missing[0]} in labelsTr (fine-tuning needs labels)")
+    if configuration == "none":
+        import SimpleITK as sitk
+
+        def load(case):
+            image = sitk.GetArrayFromImage(sitk.ReadImage(str(cases[case][0]))).astype(np.float32)
+            return image, sitk.GetArrayFromImage(sitk.ReadImage(str(label_files[case])))
+    else:
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+        plans_file = env_folder("nnUNet_preprocessed") / raw.name / f"{plans}.json"
+        if not plans_file.is_file():
+            raise UserError(f"no plans at {plans_file}: run nnUNetv2_plan_and_preprocess first, or use -c none")
+        manager = PlansManager(str(plans_file))
+        if configuration not in manager.available_configurations:
+            raise UserError(f"configuration {configuration!r} is not in {plans_file.name} "
+                            f"(has {', '.join(manager.available_configurations)})")
+        cm = manager.get_configuration(configuration)
+
+        def load(case):
+            data, seg, _ = cm.preprocessor_class(verbose=False).run_case(
+                [str(f) for f in cases[case]], str(label_files[case]), manager, cm, dataset)
+            return data[0].astype(np.float32), seg[0]
+    pool = []
+    for case in cases:
+        image, label = load(case)
+        if image.shape != label.shape:
+            raise UserError(f"case {case}: image {image.shape} and label {label.shape} differ in shape")
+        pool += [TrainingSlice(image[z], label[z].astype(np.int16), f"{case}/{z}") for z in foreground_slices(label)]
+    if not pool:
+        raise UserError(f"{raw.name} has no labelled foreground slice")
+    return pool
+
+
+def finetune_sam(opts: FinetuneOptions, segmenter: Any = None) -> dict:
+    """Fine-tune the mask decoder on the source dataset and save the checkpoint; returns its metadata."""
+    from tqdm import tqdm
+
+    from ..sam.finetuned import is_finetuned_checkpoint, save_finetuned
+    from .finetune import FinetuneConfig, finetune_mask_decoder
+
+    out = Path(opts.output)
+    if out.exists():
+        raise UserError(f"{out} already exists; refusing to overwrite it")
+    if is_finetuned_checkpoint(opts.sam):
+        raise UserError(f"--sam {opts.sam} is already fine-tuned; give its base model")
+    try:
+        config = FinetuneConfig(epochs=opts.epochs, slices_per_epoch=opts.slices_per_epoch, seed=opts.seed)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    raw = dataset_folder(env_folder("nnUNet_raw"), opts.dataset)
+    pool = source_slices(raw, opts.configuration, opts.plans)
+    n_available = len(pool)
+    if opts.max_slices is not None:
+        if opts.max_slices < 1:
+            raise UserError(f"--max-slices must be >= 1, got {opts.max_slices}")
+        if opts.max_slices < len(pool):
+            keep = np.random.default_rng(opts.seed).choice(len(pool), opts.max_slices, replace=False)
+            pool = [pool[i] for i in sorted(keep)]
+    segmenter = segmenter if segmenter is not None else open_segmenter(opts.sam, opts.device, opts.sam_mode)
+    total = config.epochs * min(config.slices_per_epoch, len(pool))
+    bar = tqdm(total=total, desc="finetune-sam", unit="slice", disable=not opts.progress)
+
+    def on_step(epoch: int, step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"epoch {epoch + 1} loss {loss:.3f}")
+
+    history = finetune_mask_decoder(segmenter, pool, config, on_step)
+    bar.close()
+    meta = {"source_dataset": raw.name, "configuration": opts.configuration, "plans": opts.plans,
+            "n_slices": len(pool), "n_slices_available": n_available, "slices": [t.key for t in pool],
+            "loss_per_epoch": history, "encoder_calls": getattr(segmenter, "n_encoder_calls", None),
+            **asdict(config)}
+    save_finetuned(out, segmenter.parts, opts.sam, opts.sam_mode, meta)
+    return meta
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    opts = PredictOptions(**{f.name: getattr(args, f.name) for f in fields(PredictOptions) if hasattr(args, f.name)})
+    s = sdg_predict(opts)
+    print(f"predicted {len(s['cases_done'])} case(s), {s['cases_skipped']} already done -> {s['output']}")
+
+
+def _run_finetune(args: argparse.Namespace) -> None:
+    opts = FinetuneOptions(**{f.name: getattr(args, f.name) for f in fields(FinetuneOptions) if hasattr(args, f.name)})
+    meta = finetune_sam(opts)
+    losses = ", ".join(f"{v:.3f}" for v in meta["loss_per_epoch"])
+    print(f"fine-tuned on {meta['n_slices']} source slices, loss per epoch {losses} -> {opts.output}")
+
+
+def add_sdg_parsers(subparsers) -> None:
+    """Adds ``sdg-predict`` and ``finetune-sam`` to the ``nnunet_dfg`` sub-command parsers."""
+    p = subparsers.add_parser("sdg-predict", help="SDG inference: source model -> refined boxes -> SAM -> labels")
+    p.add_argument("-i", dest="images", type=Path, required=True, help="folder of images (CASE_XXXX<ending>)")
+    p.add_argument("-o", dest="output", type=Path, required=True, help="output folder for CASE<ending> labels")
+    p.add_argument("-d", dest="dataset", help="source dataset id/name (model in nnUNet_results, with -tr -p -c)")
+    p.add_argument("-m", dest="model", type=Path, help="model folder (TRAINER__PLANS__CONFIG) instead of -d")
+    p.add_argument("-c", dest="configuration", default="2d")
+    p.add_argument("-f", dest="fold", default="0")
+    p.add_argument("-tr", dest="trainer", default="nnUNetTrainerDFG_Source")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans")
+    p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth")
+    p.add_argument("--sam", default="litemedsam", help="'litemedsam', a SAM/MedSAM checkpoint, or a finetune-sam "
+                                                       "checkpoint")
+    p.add_argument("--sam-mode", choices=("sam", "medsam"), help="preprocessing of a checkpoint given to --sam")
+    p.add_argument("--tile", type=int, choices=(1, 2), default=2, help="2: 2x2 slices per SAM encoder pass")
+    p.add_argument("--threshold", type=float, default=0.75, help="SDG box threshold theta1 on the probability")
+    p.add_argument("-device", dest="device", default="cpu", help="cpu or cuda (nnU-Net and SAM)")
+    p.add_argument("-num_parts", dest="num_parts", type=int, default=1)
+    p.add_argument("-part_id", dest="part_id", type=int, default=0)
+    p.add_argument("--disable-tta", action="store_true", help="no mirroring at prediction (faster)")
+    p.add_argument("-step_size", dest="step_size", type=float, default=0.5)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=_run_predict)
+
+    p = subparsers.add_parser("finetune-sam", help="SDG: fine-tune SAM's mask decoder on the labelled source")
+    p.add_argument("-d", dest="dataset", required=True, help="labelled SOURCE raw dataset id/name")
+    p.add_argument("-o", dest="output", type=Path, required=True, help="checkpoint file to write (.pth)")
+    p.add_argument("-c", dest="configuration", default="2d",
+                   help="nnU-Net configuration whose preprocessing the slices get (as at sdg-predict), or 'none'")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans")
+    p.add_argument("--sam", default="litemedsam", help="base model: 'litemedsam' or a SAM/MedSAM checkpoint")
+    p.add_argument("--sam-mode", choices=("sam", "medsam"))
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--slices-per-epoch", type=int, default=200, help="slices drawn (without repeats) per epoch")
+    p.add_argument("--max-slices", type=int, help="train on a fixed random subset of this many foreground slices "
+                                                  "(each is embedded once and kept in memory, ~4 MiB each)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-device", dest="device", default="cpu")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=_run_finetune)

@@ -1,0 +1,133 @@
+"""SDG mask-decoder fine-tuning (METHOD.md, SDG step 3): pure training pieces, no file I/O.
+
+Only the mask decoder learns; the image and prompt encoders are frozen, so each slice's image embedding is
+computed once, without gradients, and reused in every epoch (the cache holds one (256, 64, 64) float32 embedding,
+4 MiB, per distinct slice visited). The loss is soft Dice + binary cross-entropy on logits brought to the slice's
+own resolution with the same upsample-crop-resize as inference (``transforms.postprocess_logits``), so training
+optimises exactly the masks ``Segmenter.segment`` thresholds at 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..sam.transforms import FrameGeometry, boxes_to_frame, postprocess_logits, validate_boxes
+from .slices import TrainingSlice, epoch_order, slice_prompts
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """SDG reference values: Adam lr 1e-4, weight decay 1e-3, boxes jittered by 0..9 px per side."""
+
+    epochs: int = 10
+    slices_per_epoch: int = 200
+    lr: float = 1e-4
+    weight_decay: float = 1e-3
+    max_shift: int = 9
+    min_pixels: int = 1      # a class needs this many pixels on a slice to be prompted there
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.slices_per_epoch < 1:
+            raise ValueError("epochs and slices_per_epoch must be >= 1")
+        if self.lr <= 0 or self.weight_decay < 0 or self.max_shift < 0:
+            raise ValueError("lr must be > 0, weight_decay and max_shift >= 0")
+
+
+def dice_bce_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Mean over masks of (1 - soft Dice) + pixel-mean BCE; (N, H, W) logits and {0, 1} targets."""
+    targets = targets.float()
+    bce = F.binary_cross_entropy_with_logits(logits, targets)
+    prob = torch.sigmoid(logits).flatten(1)
+    flat = targets.flatten(1)
+    dice = (2 * (prob * flat).sum(1) + eps) / (prob.sum(1) + flat.sum(1) + eps)
+    return (1 - dice).mean() + bce
+
+
+def freeze_encoders(parts: Any) -> list[torch.nn.Parameter]:
+    """Freeze image and prompt encoders; return the mask decoder's parameters (the only trainable ones)."""
+    for module in (parts.image_encoder, parts.prompt_encoder):
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+    params = list(parts.mask_decoder.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def decoder_logits(parts: Any, embedding: torch.Tensor, geometry: FrameGeometry, boxes: np.ndarray) -> torch.Tensor:
+    """Differentiable (N, H, W) slice-resolution logits for inclusive slice boxes (same path as inference)."""
+    framed = boxes_to_frame(validate_boxes(boxes, geometry.original_size), geometry)
+    box_t = torch.as_tensor(framed, dtype=torch.float32, device=embedding.device)
+    with torch.no_grad():  # frozen: its outputs are constants for the decoder
+        sparse, dense = parts.prompt_encoder(points=None, boxes=box_t, masks=None)
+        image_pe = parts.prompt_encoder.get_dense_pe()
+    low_res, _ = parts.mask_decoder(image_embeddings=embedding, image_pe=image_pe,
+                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                    multimask_output=False)
+    return postprocess_logits(low_res, geometry)
+
+
+class EmbeddingCache:
+    """Image embeddings of training slices, each computed once with the frozen encoder (``segmenter.embed``)."""
+
+    def __init__(self, segmenter: Any) -> None:
+        self.segmenter = segmenter
+        self._store: dict[int, tuple[torch.Tensor, FrameGeometry]] = {}
+
+    def get(self, index: int, image: np.ndarray) -> tuple[torch.Tensor, FrameGeometry]:
+        if index not in self._store:
+            emb = self.segmenter.embed(image)
+            # embed() runs in inference mode; a clone made outside it can take part in autograd as a constant
+            self._store[index] = (emb.tensor.clone(), emb.geometry)
+        return self._store[index]
+
+
+def finetune_mask_decoder(segmenter: Any, pool: Sequence[TrainingSlice], config: FinetuneConfig = FinetuneConfig(),
+                          on_step: Callable[[int, int, float], None] | None = None,
+                          cache: EmbeddingCache | None = None) -> list[float]:
+    """Train ``segmenter.parts.mask_decoder`` in place on ``pool``; returns the mean loss of every epoch.
+
+    One optimiser step per slice, all of the slice's classes decoded as one batch of prompts. Slice order and box
+    jitter come from ``config.seed`` alone, so runs are reproducible (up to CPU/GPU float non-determinism).
+    ``on_step(epoch, step, loss)`` is called after every step (progress bars); ``cache`` (keyed by pool index)
+    lets a caller reuse embeddings of the same pool across calls.
+    """
+    parts = segmenter.parts
+    params = freeze_encoders(parts)
+    optimiser = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    cache = EmbeddingCache(segmenter) if cache is None else cache
+    history: list[float] = []
+    parts.mask_decoder.train()
+    try:
+        for epoch in range(config.epochs):
+            losses = []
+            for step, index in enumerate(epoch_order(len(pool), config.slices_per_epoch, rng)):
+                item = pool[int(index)]
+                classes, boxes, targets = slice_prompts(item.label, rng, config.max_shift, config.min_pixels)
+                if not classes:
+                    continue
+                embedding, geometry = cache.get(int(index), item.image)
+                logits = decoder_logits(parts, embedding, geometry, boxes)
+                loss = dice_bce_loss(logits, torch.from_numpy(targets).to(logits.device))
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                losses.append(float(loss.detach()))
+                if on_step is not None:
+                    on_step(epoch, step, losses[-1])
+            if not losses:
+                raise ValueError("no training slice has a labelled class")
+            history.append(float(np.mean(losses)))
+    finally:
+        parts.mask_decoder.eval()
+        for p in params:
+            p.requires_grad_(False)
+    return history
+

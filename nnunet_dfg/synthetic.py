@@ -1,0 +1,291 @@
+"""Synthetic two-domain abdominal benchmark: MRI-like source, CT-like target.
+
+Why it exists: adaptation code needs a labelled source and a shifted, unlabelled
+target whose ground truth is known but kept out of reach, small enough to train
+on in minutes. Anatomy is defined in coordinates normalised to the field of view
+(so any ``shape`` keeps every organ inside), with the label convention of the
+DFG paper: 1 spleen, 2 right kidney, 3 left kidney, 4 liver. Image axes are
+(z, y, x) with +y posterior and +x the patient's left (radiological display).
+
+The shift mimics MRI -> CT: organ contrast ordering flips (source means kidney >
+spleen > liver, target liver > spleen > kidney; the liver-darkest / liver-brightest
+flip survives bias field and noise in every case), Rician noise plus a smooth
+multiplicative bias field in the source, spatially correlated Gaussian noise
+and a wider in-plane PSF in the target, arbitrary positive units versus HU.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+LABELS = {"background": 0, "spleen": 1, "right_kidney": 2, "left_kidney": 3, "liver": 4}
+
+AIR, FAT, MUSCLE, VISC, BOWEL, GAS, BONE, FLUID, VESSEL, SPLEEN, KIDNEY, LIVER = range(12)
+# Tissue means indexed by the codes above. Source: T2-weighted-like arbitrary
+# units (kidney > spleen > liver, flow voids dark). Target: unenhanced-CT-like HU.
+SOURCE_MEANS = np.array([0, 420, 160, 380, 300, 15, 120, 560, 60, 600, 750, 260], float)
+TARGET_MEANS = np.array([-1000, -100, 45, -90, 20, -850, 650, 70, 40, 60, 30, 105], float)
+ORGANS = (SPLEEN, KIDNEY, LIVER)
+
+
+def _waves(rng: np.random.Generator, k: int, freq: float) -> tuple[np.ndarray, np.ndarray]:
+    """Draw a random sum-of-sinusoids field: smooth, resolution independent, cheap."""
+    return rng.normal(0.0, freq, (k, 3)), rng.uniform(0.0, 2 * np.pi, k)
+
+
+def _field(w: tuple[np.ndarray, np.ndarray], q: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Evaluate a wave field at coordinates ``q``; roughly unit variance."""
+    om, ph = w
+    out = 0.0
+    for (a, b, c), p in zip(om.tolist(), ph.tolist()):  # python floats keep float32 grids float32
+        out = out + np.sin(a * q[0] + b * q[1] + c * q[2] + p)
+    return out * (2.0 / len(ph)) ** 0.5
+
+
+def _ellipsoid(q, c, r, angle: float = 0.0) -> np.ndarray:
+    """Squared normalised radius (< 1 inside); rotation is in-plane only."""
+    c, r = [float(v) for v in c], [float(v) for v in r]
+    z, y, x = q[0] - c[0], q[1] - c[1], q[2] - c[2]
+    ca, sa = float(np.cos(angle)), float(np.sin(angle))
+    yr, xr = ca * y - sa * x, sa * y + ca * x
+    return (z / r[0]) ** 2 + (yr / r[1]) ** 2 + (xr / r[2]) ** 2
+
+
+def _organ(rng: np.random.Generator, c, r, angle: float) -> tuple:
+    """Jitter one organ template so every case has its own size, pose and position."""
+    c = np.asarray(c) + rng.normal(0.0, [0.05, 0.025, 0.025])
+    r = np.asarray(r) * rng.uniform(0.85, 1.15, 3)
+    return c, r, angle + rng.uniform(-0.2, 0.2)
+
+
+def _draw_anatomy(rng: np.random.Generator) -> dict:
+    """Draw all per-case shape parameters once, so z sub-samples share one patient."""
+    return {
+        "rot": rng.uniform(-0.15, 0.15), "scale": rng.uniform(0.9, 1.1, 3),
+        "shift": rng.normal(0.0, [0.06, 0.03, 0.03]),
+        "deform": [_waves(rng, 4, 2.5) for _ in range(3)], "deform_amp": rng.uniform(0.02, 0.045),
+        "fat": rng.uniform(0.70, 0.86), "wall": rng.uniform(0.08, 0.14),
+        "bowel": _waves(rng, 10, 9.0), "gas": _waves(rng, 8, 12.0),
+        "disc_phase": rng.uniform(0, 2 * np.pi), "lobes": rng.uniform(0, 2 * np.pi),
+        "liver": _organ(rng, (0.2, -0.07, -0.35), (0.62, 0.42, 0.40), 0.0),
+        "liver_left": _organ(rng, (0.35, -0.32, 0.08), (0.30, 0.17, 0.35), 0.15),
+        "spleen": _organ(rng, (0.22, 0.18, 0.54), (0.48, 0.32, 0.20), -0.5),
+        "rkid": _organ(rng, (-0.25, 0.34, -0.37), (0.45, 0.20, 0.15), 0.35),
+        "lkid": _organ(rng, (-0.12, 0.32, 0.37), (0.45, 0.20, 0.15), -0.35),
+    }
+
+
+def _anatomy(p: dict, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rasterise tissue codes and labels at normalised image coordinates."""
+    ca, sa = float(np.cos(p["rot"])), float(np.sin(p["rot"]))
+    (tz, ty, tx), (sz, sy, sx) = p["shift"].tolist(), p["scale"].tolist()
+    yy, xx = y - ty, x - tx
+    q = [np.broadcast_to((z - tz) / sz, np.broadcast_shapes(z.shape, y.shape, x.shape)),
+         (ca * yy + sa * xx) / sy, (-sa * yy + ca * xx) / sx]
+    q = tuple(qi + p["deform_amp"] * _field(w, q) for qi, w in zip(q, p["deform"]))
+    qz, qy, qx = q
+
+    body = (qy / np.where(qy > 0, 0.62, 0.68)) ** 2 + (qx / 0.86) ** 2
+    inner = p["fat"] - p["wall"]
+    tissue = np.full(qz.shape, AIR, np.int8)
+    tissue[body < 1] = FAT
+    tissue[body < p["fat"]] = MUSCLE
+    interior = body < inner
+    tissue[interior] = VISC
+    tissue[interior & (_field(p["bowel"], q) > 0.3)] = BOWEL
+    tissue[interior & (_field(p["gas"], q) > 1.6) & (qy < 0.0)] = GAS
+
+    label = np.zeros(qz.shape, np.uint8)
+    c, r, a = p["liver"]
+    lobed = 1.0 + 0.1 * np.sin(3.0 * np.arctan2(qy - float(c[1]), qx - float(c[2])) + p["lobes"])
+    liver = np.minimum(_ellipsoid(q, c, r, a) * lobed, _ellipsoid(q, *p["liver_left"]))
+    c, r, a = p["spleen"]
+    notch = (c[0], c[1] - 0.02, c[2] - 0.85 * r[2])
+    spleen = (_ellipsoid(q, c, r, a) < 1) & (_ellipsoid(q, notch, (r[0] * 1.1, r[1] * 0.7, r[2] * 0.5), a) > 1)
+    for mask, lab, tis in ((liver < 1, 4, LIVER), (spleen, 1, SPLEEN)):
+        mask &= interior
+        label[mask], tissue[mask] = lab, tis
+    for key, lab, medial in (("rkid", 2, 1.0), ("lkid", 3, -1.0)):
+        c, r, a = p[key]  # (z, y, x) centre, radii, in-plane angle
+        hilum = (c[0], c[1] - 0.03, c[2] + medial * 0.9 * r[2])
+        mask = interior & (_ellipsoid(q, c, r, a) < 1)
+        mask &= _ellipsoid(q, hilum, (r[0] * 0.4, r[1] * 0.4, r[2] * 0.55), a) > 1
+        label[mask], tissue[mask] = lab, KIDNEY
+
+    # Unlabelled distractors: paraspinal muscle yields to organs; spine and vessels cut through.
+    para = (((qy - 0.58) / 0.10) ** 2 + ((np.abs(qx) - 0.2) / 0.13) ** 2 < 1) & (label == 0) & (body < 1)
+    tissue[para] = MUSCLE
+    vert = ((qy - 0.46) / 0.12) ** 2 + (qx / 0.12) ** 2 < 1
+    disc = np.cos(2 * np.pi * qz / 0.55 + p["disc_phase"]) > 0.8
+    fluid = (((qy - 0.62) / 0.05) ** 2 + (qx / 0.05) ** 2 < 1) | (vert & disc)
+    bone = (vert & ~disc) | (((qy - 0.71) / 0.05) ** 2 + (qx / 0.03) ** 2 < 1)
+    vessel = (((qy - 0.27) / 0.065) ** 2 + ((qx - 0.1) / 0.065) ** 2 < 1) | \
+             (((qy - 0.24) / 0.06) ** 2 + ((qx + 0.13) / 0.08) ** 2 < 1)
+    for mask, tis in ((bone, BONE), (fluid, FLUID), (vessel, VESSEL)):
+        tissue[mask], label[mask] = tis, 0
+    return tissue, label
+
+
+def _appearance(rng: np.random.Generator, domain: str, severity: float) -> dict:
+    """Per-case intensity model; severity 0 reproduces the source, 1 is CT, 2 is harsher."""
+    t, h = min(severity, 1.0), max(severity - 1.0, 0.0)
+    if domain == "source":
+        t = h = 0.0
+    gain = rng.uniform(0.8, 1.25)
+    src = SOURCE_MEANS * gain * (1.0 + rng.normal(0.0, 0.04, SOURCE_MEANS.size))
+    tgt = TARGET_MEANS + np.r_[0.0, rng.normal(0.0, 4.0, TARGET_MEANS.size - 1)]
+    means = (1 - t) * src + t * tgt
+    org = list(ORGANS)
+    means[org] = means[MUSCLE] + (means[org] - means[MUSCLE]) * (1.0 - 0.3 * h)
+    return {
+        "means": means, "lo": means[AIR], "texture": (1 - t) * 15.0 * gain + t * 6.0,
+        "tex_waves": _waves(rng, 6, 12.0), "bias_waves": _waves(rng, 3, 1.8),
+        "bias": (1 - t) * rng.uniform(0.15, 0.3), "blur_mm": t * 1.6 * (1 + 0.5 * h),
+        "rician": (1 - t) * 18.0 * gain, "gauss": t * 14.0 * (1 + 0.8 * h),
+    }
+
+
+def make_case(rng: np.random.Generator, domain: str, severity: float,
+              shape: tuple[int, int, int] = (24, 96, 96),
+              spacing: tuple[float, float, float] = (4.0, 1.5, 1.5),
+              ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Generate one (image float32, label uint8, spacing) case in (z, y, x) order.
+
+    ``severity`` only affects ``domain="target"``; thick slices are simulated by
+    averaging three sub-slice samples (partial volume) while labels use the centre.
+    """
+    if domain not in ("source", "target"):
+        raise ValueError(f"domain must be 'source' or 'target', got {domain!r}")
+    if not 0.0 <= severity <= 2.0:
+        raise ValueError(f"severity must lie in [0, 2], got {severity}")
+    nz = shape[0]
+    anat = _draw_anatomy(rng)
+    app = _appearance(rng, domain, severity)
+    axis = [((np.arange(n, dtype=np.float32) + 0.5) / n * 2 - 1) for n in shape]
+    y, x = axis[1][None, :, None], axis[2][None, None, :]
+    grid = np.broadcast_arrays(axis[0][:, None, None], y, x)
+    tex = app["texture"] * _field(app["tex_waves"], grid)
+    img = np.zeros(shape, np.float64)
+    label = None
+    for dz in (0.0, -2.0 / (3 * nz), 2.0 / (3 * nz)):
+        tissue, lab = _anatomy(anat, (axis[0] + dz)[:, None, None], y, x)
+        label = lab if label is None else label
+        img += app["means"][tissue] + tex * (tissue != AIR)
+    img /= 3.0
+    lo = app["lo"]
+    bias = np.exp(app["bias"] * _field(app["bias_waves"], grid))
+    img = lo + (img - lo) * bias
+    if app["blur_mm"] > 0:
+        img = ndimage.gaussian_filter(img, (0.0, app["blur_mm"] / spacing[1], app["blur_mm"] / spacing[2]))
+    if app["rician"] > 0:
+        n1, n2 = rng.normal(0.0, app["rician"], (2,) + tuple(shape))
+        img = lo + np.sqrt((img - lo + n1) ** 2 + n2 ** 2)
+    if app["gauss"] > 0:
+        white = ndimage.gaussian_filter(rng.normal(0.0, 1.0, shape), (0.0, 0.8, 0.8))
+        img += app["gauss"] * white / white.std()
+        img = np.maximum(img, lo - 24.0)
+    return img.astype(np.float32), label, tuple(float(s) for s in spacing)
+
+
+def _write_nifti(arr: np.ndarray, spacing: tuple[float, float, float], path: str) -> None:
+    """Write .nii.gz byte-reproducibly: ITK writes plain .nii, we gzip with mtime=0."""
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+    plain = path[: -len(".gz")]
+    sitk.WriteImage(img, plain, useCompression=False)
+    with open(plain, "rb") as f:
+        data = f.read()
+    os.remove(plain)
+    with open(path, "wb") as f:
+        f.write(gzip.compress(data, compresslevel=6, mtime=0))
+
+
+def _dataset_json(channel: str, n_training: int, description: str) -> dict:
+    """Minimal nnU-Net v2 dataset.json; both domains share labels so one model serves both."""
+    return {"channel_names": {"0": channel}, "labels": dict(LABELS), "numTraining": n_training,
+            "file_ending": ".nii.gz", "description": description}
+
+
+def _check_free(raw_root: str, dataset_id: int) -> None:
+    """Refuse any existing DatasetXXX_* folder: overwriting, or a second folder with
+    the same id (which makes nnU-Net's id lookup ambiguous), would hurt user data."""
+    prefix = f"Dataset{dataset_id:03d}_"
+    taken = sorted(d for d in os.listdir(raw_root) if d.startswith(prefix)) if os.path.isdir(raw_root) else []
+    if taken:
+        raise FileExistsError(f"{os.path.join(raw_root, taken[0])} already exists; refusing to overwrite it")
+
+
+def write_benchmark(raw_root: str, source_id: int = 701, target_id: int = 702, n_source: int = 12,
+                    n_target: int = 8, n_target_test: int = 4, severity: float = 1.0, seed: int = 0,
+                    shape: tuple[int, int, int] = (24, 96, 96)) -> dict:
+    """Write the source dataset, the unlabelled target dataset and hidden target labels.
+
+    Everything is built in a temporary sibling folder and renamed into place, so an
+    interrupted run never leaves a half-written dataset that nnU-Net would pick up.
+    Per-case generators are spawned from one ``default_rng(seed)``, so the same seed
+    gives byte-identical files.
+    """
+    if source_id == target_id:
+        raise ValueError("source_id and target_id must differ")
+    src_name, tgt_name = f"Dataset{source_id:03d}_DFGSynthSource", f"Dataset{target_id:03d}_DFGSynthTarget"
+    hidden_root = os.path.join(raw_root, "_hidden_labels")
+    _check_free(raw_root, source_id)
+    _check_free(raw_root, target_id)
+    if os.path.exists(os.path.join(hidden_root, tgt_name)):
+        raise FileExistsError(f"{os.path.join(hidden_root, tgt_name)} already exists; refusing to overwrite it")
+    os.makedirs(raw_root, exist_ok=True)
+
+    rngs = np.random.default_rng(seed).spawn(n_source + n_target + n_target_test)
+    src_cases = [f"case_{i:04d}" for i in range(n_source)]
+    tgt_cases = [f"case_{i:04d}" for i in range(n_target)]
+    test_cases = [f"case_{i:04d}" for i in range(n_target, n_target + n_target_test)]
+    tmp = tempfile.mkdtemp(prefix=".dfg_synth_tmp_", dir=raw_root)
+    moved: list[tuple[str, str]] = []
+    try:
+        src, tgt, hid = (os.path.join(tmp, src_name), os.path.join(tmp, tgt_name),
+                         os.path.join(tmp, "_hidden_labels", tgt_name))
+        for d in ("imagesTr", "labelsTr"):
+            os.makedirs(os.path.join(src, d))
+            os.makedirs(os.path.join(hid, d))
+        os.makedirs(os.path.join(hid, "labelsTs"))
+        for d in ("imagesTr", "imagesTs"):
+            os.makedirs(os.path.join(tgt, d))
+        jobs = [(src, "imagesTr", "labelsTr", c, "source") for c in src_cases]
+        jobs += [(tgt, "imagesTr", "labelsTr", c, "target") for c in tgt_cases]
+        jobs += [(tgt, "imagesTs", "labelsTs", c, "target") for c in test_cases]
+        for rng, (root, img_dir, lab_dir, case, domain) in zip(rngs, jobs):
+            img, lab, spacing = make_case(rng, domain, severity, shape)
+            _write_nifti(img, spacing, os.path.join(root, img_dir, f"{case}_0000.nii.gz"))
+            lab_root = src if domain == "source" else hid
+            _write_nifti(lab, spacing, os.path.join(lab_root, lab_dir, f"{case}.nii.gz"))
+        meta = f"DFG synthetic benchmark, seed={seed}, severity={severity}, shape={list(shape)}"
+        for root, channel, n in ((src, "MRI", n_source), (tgt, "CT", n_target)):
+            with open(os.path.join(root, "dataset.json"), "w") as f:
+                json.dump(_dataset_json(channel, n, meta), f, indent=2)
+
+        os.makedirs(hidden_root, exist_ok=True)
+        for a, b in ((hid, os.path.join(hidden_root, tgt_name)), (src, os.path.join(raw_root, src_name)),
+                     (tgt, os.path.join(raw_root, tgt_name))):
+            if os.path.exists(b):
+                raise FileExistsError(f"{b} appeared while writing; refusing to overwrite it")
+            os.rename(a, b)
+            moved.append((a, b))
+    except BaseException:
+        for a, b in reversed(moved):  # undo partial publication
+            os.rename(b, a)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "source_dir": os.path.join(raw_root, src_name), "target_dir": os.path.join(raw_root, tgt_name),
+        "target_labels_tr_dir": os.path.join(hidden_root, tgt_name, "labelsTr"),
+        "target_labels_ts_dir": os.path.join(hidden_root, tgt_name, "labelsTs"),
+        "source_cases": src_cases, "target_cases": tgt_cases, "target_test_cases": test_cases,
+    }

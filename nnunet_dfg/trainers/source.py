@@ -1,0 +1,33 @@
+"""Supervised training on the labelled source domain (DFG step 1)."""
+from __future__ import annotations
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from .network_parts import remove_classifier_bias
+from .variants import make_variant
+
+
+class nnUNetTrainerDFG_Source(nnUNetTrainer):
+    """nnU-Net's trainer (CE + Dice, its augmentation and schedule) with bias-free segmentation heads.
+
+    The only difference from ``nnUNetTrainer``: DFG treats the rows of the final 1x1 classifier as class
+    prototypes and the network's logits as ``prototype . feature``. A bias would add a per-class offset that the
+    transport loss of the FA phase cannot see, so the heads are built without one. Because the change lives in
+    ``build_network_architecture``, stock ``nnUNetv2_predict`` rebuilds the same network.
+    """
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
+                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
+        network = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                           num_output_channels, enable_deep_supervision)
+        return remove_classifier_bias(network)
+
+
+make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_50epochs", "50 epochs.", num_epochs=50)
+make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_demo",
+             "Sized for the synthetic demo on 2 CPU cores (a few minutes).",
+             num_epochs=25, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
+make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_test", "Smoke-test length: plumbing, not accuracy.",
+             num_epochs=2, num_iterations_per_epoch=3, num_val_iterations_per_epoch=2)

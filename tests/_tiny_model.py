@@ -1,0 +1,75 @@
+"""A tiny trained nnU-Net (synthetic Dataset701 source, 2d, fold all, 2 epochs) and a cheap box segmenter, for the
+refine tests. Building the model takes a few minutes on 2 CPU cores, so it is built once per test session."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cli_env import nnunet_env, run
+
+TRAINER = "nnUNetTrainerDFG_Source_test"
+SOURCE_ID, TARGET_ID = 701, 702
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "res" / "Dataset701_DFGSynthSource" / f"{TRAINER}__nnUNetPlans__2d"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return nnunet_env(self.root)
+
+
+def build_tiny_model(root: Path) -> TinyModel:
+    """synthetic (4 source, 3 target, 12x48x48) -> plan_and_preprocess 2d -> train fold ``all`` (4 cases are too
+    few for nnU-Net's 5-fold split, so fold 0 does not exist)."""
+    model = TinyModel(root)
+    env = model.env
+    run(["nnunet_dfg", "synthetic", "--n-source", "4", "--n-target", "3", "--n-test", "1",
+         "--shape", "12", "48", "48"], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(SOURCE_ID), "-c", "2d", "-np", "1"],
+        {**env, "nnUNet_n_proc_DA": "1"})
+    run(["nnUNetv2_train", str(SOURCE_ID), "2d", "all", "-tr", TRAINER, "-device", "cpu"], env)
+    assert (model.model_dir / "fold_all" / "checkpoint_final.pth").is_file()
+    return model
+
+
+class _Embedding:
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+
+    def features(self) -> np.ndarray:
+        """Two smooth channels on the slice grid (intensity and a constant), like SAM's upsampled embedding."""
+        scaled = (self.image - self.image.min()) / (np.ptp(self.image) + 1e-6)
+        return np.stack([scaled, np.ones_like(scaled)]).astype(np.float32)
+
+
+class ThresholdSegmenter:
+    """Deterministic stand-in for SAM: the mask of a box is the part of it brighter than the box's median."""
+
+    def __init__(self) -> None:
+        self.embed_calls = 0
+        self.boxes = 0
+
+    def embed(self, image2d: np.ndarray) -> _Embedding:
+        self.embed_calls += 1
+        return _Embedding(np.asarray(image2d, dtype=np.float32))
+
+    def segment(self, embedding: _Embedding, boxes: np.ndarray) -> np.ndarray:
+        image = embedding.image
+        out = np.zeros((len(boxes),) + image.shape, dtype=bool)
+        for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=int)):
+            window = image[y0:y1 + 1, x0:x1 + 1]
+            out[i, y0:y1 + 1, x0:x1 + 1] = window > np.median(window)
+        self.boxes += len(boxes)
+        return out

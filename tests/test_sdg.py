@@ -1,0 +1,201 @@
+"""SDG: jittered source prompts, tiled volume refinement, mask-decoder fine-tuning and its checkpoint, and the
+``sdg-predict`` command on a tiny trained nnU-Net (``NNUNET_DFG_TINY_MODEL=<root>`` reuses a built one, as in
+test_refine.py; otherwise it is built here, which takes minutes). LiteMedSAM encoder passes are the cost: 7 here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import tiny_copy
+from _tiny_model import ThresholdSegmenter, TinyModel
+from nnunet_dfg.errors import UserError
+from nnunet_dfg.prompt_search import SDGConfig
+from nnunet_dfg.refine import refine_volume
+from nnunet_dfg.sdg import (FinetuneOptions, PredictOptions, dice_bce_loss, finetune_sam, foreground_slices,
+                            jitter_box, refine_volume_tiled, sdg_predict, slice_prompts)
+from nnunet_dfg.sdg.slices import epoch_order
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def test_jitter_moves_each_side_outward_by_at_most_nine():
+    mask = np.zeros((40, 50), bool)
+    mask[10:20, 15:31] = True  # tight box (15, 10, 30, 19)
+    rng = np.random.default_rng(0)
+    boxes = np.array([jitter_box(mask, rng) for _ in range(400)])
+    grow = np.stack([15 - boxes[:, 0], 10 - boxes[:, 1], boxes[:, 2] - 30, boxes[:, 3] - 19], 1)
+    assert grow.min() == 0 and grow.max() == 9  # 0..9 per side, every value reached
+    assert len({tuple(b) for b in boxes}) > 300  # sides drawn independently
+    edge = np.zeros((40, 50), bool)
+    edge[0:5, 45:50] = True
+    assert all(b[1] == 0 and b[2] == 49 for b in (jitter_box(edge, rng) for _ in range(20)))  # clipped
+    with pytest.raises(ValueError):
+        jitter_box(np.zeros((4, 4), bool), rng)
+
+
+def test_slice_prompts_and_foreground_slices():
+    label = np.zeros((3, 20, 20), np.int16)
+    label[1, 2:5, 2:5] = 1
+    label[1, 10:15, 12:18] = 3
+    label[2, 0, 0] = -1  # nnU-Net's "outside the crop" is not foreground
+    assert foreground_slices(label) == [1]
+    classes, boxes, targets = slice_prompts(label[1], np.random.default_rng(0), max_shift=0)
+    assert classes == [1, 3] and boxes.tolist() == [[2, 2, 4, 4], [12, 10, 17, 14]]
+    assert targets.shape == (2, 20, 20) and np.array_equal(targets[1], label[1] == 3)
+    assert slice_prompts(label[0], np.random.default_rng(0))[1].shape == (0, 4)
+    order = epoch_order(5, 3, np.random.default_rng(0))
+    assert len(order) == 3 and len(set(order.tolist())) == 3
+    assert sorted(epoch_order(5, 99, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_dice_bce_loss_is_low_for_confident_correct_logits():
+    target = torch.zeros(1, 8, 8)
+    target[0, 2:6, 2:6] = 1
+    good, bad = (target * 2 - 1) * 20, (1 - 2 * target) * 20
+    assert float(dice_bce_loss(good, target)) < 0.01 < 1.0 < float(dice_bce_loss(bad, target))
+
+
+def _toy(n_slices: int = 6, size: int = 24):
+    rng = np.random.default_rng(3)
+    image = rng.normal(0, 0.2, (n_slices, size, size)).astype(np.float32)
+    image[:, 5:15, 4:12] += 2.0
+    image[:, 14:20, 14:22] += 1.0
+    probs = np.full((3, n_slices, size, size), 0.02, np.float32)
+    probs[1, 1:, 4:16, 3:13] = 0.9
+    probs[2, 2:5, 13:21, 13:23] = 0.95
+    probs[0] = 1 - probs[1] - probs[2]
+    return image, probs
+
+
+@pytest.mark.parametrize("tile", [1, 2])
+def test_tiled_volume_equals_per_slice_sdg(tile):
+    """Against refine's per-slice SDG path: identical labels and masks (the stand-in is invariant to the
+    per-slice scaling), one encoder pass per 4 slices with boxes when tiled."""
+    image, probs = _toy()
+    ref = refine_volume(image, probs, None, ThresholdSegmenter(), "sdg", SDGConfig())
+    seg = ThresholdSegmenter()
+    out = refine_volume_tiled(image, probs, seg, "sdg", SDGConfig(), tile=tile)
+    assert np.array_equal(out.label, ref.label)
+    for z, r in ref.slices.items():
+        assert sorted(out.slices[z].refined) == sorted(r.refined)
+        assert all(np.array_equal(out.slices[z].refined[c], m) for c, m in r.refined.items())
+    busy = 5  # slice 0 has no confident pixel: no box, no encoder pass
+    assert seg.embed_calls == out.total("encoder_calls") == (busy if tile == 1 else 2)
+    assert out.total("decoder_calls") == ref.total("decoder_calls") == 5 + 3
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    from nnunet_dfg.synthetic import write_benchmark
+    raw = tmp_path_factory.mktemp("sdg_source") / "raw"
+    write_benchmark(str(raw), n_source=2, n_target=1, n_target_test=1, shape=(8, 48, 48))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("nnUNet_raw", str(raw))
+        mp.setenv("nnUNet_preprocessed", str(raw.parent / "pre"))  # no plans: -c 2d must say so
+        yield raw
+
+
+def test_finetune_changes_only_the_mask_decoder_and_loads_as_sam(source, tmp_path):
+    from nnunet_dfg.sam import load_segmenter
+    seg = load_segmenter("litemedsam")
+    before = {name: {k: v.clone() for k, v in getattr(seg.parts, name).state_dict().items()}
+              for name in ("image_encoder", "prompt_encoder", "mask_decoder")}
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(source / "Dataset701_DFGSynthSource" / "imagesTr" /
+                                                       "case_0000_0000.nii.gz")))[4]
+    box = np.array([[10, 10, 30, 30]])
+    embedding = seg.embed(image)
+    base_logits = seg.segment_logits(embedding, box)
+    ckpt = tmp_path / "ft.pth"
+    opts = FinetuneOptions(dataset="701", output=ckpt, configuration="none", epochs=4, slices_per_epoch=2,
+                           max_slices=2, seed=0, progress=False)
+    meta = finetune_sam(opts, segmenter=seg)
+    print(f"\nfine-tuning loss per epoch: {np.round(meta['loss_per_epoch'], 3).tolist()}")
+    assert meta["n_slices"] == 2 and meta["n_slices_available"] > 10 and seg.n_encoder_calls == 1 + 2
+    assert np.mean(meta["loss_per_epoch"][-2:]) < np.mean(meta["loss_per_epoch"][:2])
+    for name, state in before.items():
+        now = getattr(seg.parts, name).state_dict()
+        changed = [k for k in state if not torch.equal(state[k], now[k])]
+        assert bool(changed) == (name == "mask_decoder"), f"{name}: {len(changed)} tensors changed"
+    assert not any(p.requires_grad for p in seg.parts.mask_decoder.parameters())
+
+    ft = load_segmenter(str(ckpt))  # what `--sam ft.pth` does
+    assert ft.name == "litemedsam+ft"
+    for k, v in ft.parts.mask_decoder.state_dict().items():
+        assert torch.equal(v, seg.parts.mask_decoder.state_dict()[k])
+    for k, v in ft.parts.image_encoder.state_dict().items():
+        assert torch.equal(v, before["image_encoder"][k])
+    # the encoder is the base's, so the base embedding is valid for the fine-tuned decoder
+    ft_logits = ft.segment_logits(dataclasses.replace(embedding, model_name=ft.name), box)
+    assert np.abs(ft_logits - base_logits).max() > 0.1
+
+    with pytest.raises(UserError, match="already exists"):
+        finetune_sam(opts, segmenter=seg)
+    with pytest.raises(UserError, match="already fine-tuned"):
+        finetune_sam(FinetuneOptions(dataset="701", output=tmp_path / "x.pth", sam=str(ckpt)))
+    with pytest.raises(UserError, match="no plans"):
+        finetune_sam(FinetuneOptions(dataset="701", output=tmp_path / "x.pth"), segmenter=seg)
+    assert not (tmp_path / "x.pth").exists()
+
+
+# ---------------------------------------------------------------- sdg-predict on a trained nnU-Net
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_model_root) -> TinyModel:
+    yield from tiny_copy(tmp_path_factory, tiny_model_root, "sdg_model")
+
+
+def _predict(tiny: TinyModel, out: Path, **kw) -> PredictOptions:
+    base = dict(images=tiny.raw / "Dataset702_DFGSynthTarget" / "imagesTr", output=out, model=tiny.model_dir,
+                fold="all", disable_tta=True, progress=False)
+    return PredictOptions(**{**base, **kw})
+
+
+def test_sdg_predict_writes_labels_like_nnunet_and_resumes(tiny, tmp_path):
+    out = tmp_path / "pred"
+    first = sdg_predict(_predict(tiny, out, num_parts=2, part_id=1), ThresholdSegmenter())  # "killed" halfway
+    assert first["cases_done"] == ["case_0001"]
+    rest = sdg_predict(_predict(tiny, out), ThresholdSegmenter())
+    assert rest["cases_done"] == ["case_0000", "case_0002"] and rest["cases_skipped"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["case_0000.nii.gz", "case_0001.nii.gz", "case_0002.nii.gz",
+                                                     "dataset.json", "plans.json", "sdg_predict.json"]
+    for case in ("case_0000", "case_0001", "case_0002"):
+        image = sitk.ReadImage(str(tiny.raw / "Dataset702_DFGSynthTarget" / "imagesTr" / f"{case}_0000.nii.gz"))
+        label = sitk.ReadImage(str(out / f"{case}.nii.gz"))
+        assert label.GetSize() == image.GetSize() and np.allclose(label.GetOrigin(), image.GetOrigin())
+        assert np.allclose(label.GetSpacing(), image.GetSpacing())
+        assert set(np.unique(sitk.GetArrayFromImage(label))) <= {0, 1, 2, 3, 4}
+    again = sdg_predict(_predict(tiny, out), ThresholdSegmenter())
+    assert again["cases_done"] == [] and again["cases_skipped"] == 3
+    assert json.loads((out / "sdg_predict.json").read_text())["tile"] == 2
+    with pytest.raises(UserError, match="other settings"):
+        sdg_predict(_predict(tiny, out, tile=1), ThresholdSegmenter())
+    with pytest.raises(UserError, match="--tile must be 1 or 2"):
+        sdg_predict(_predict(tiny, tmp_path / "p2", tile=3), ThresholdSegmenter())
+    with pytest.raises(UserError, match="checkpoint not found"):
+        sdg_predict(_predict(tiny, tmp_path / "p3", fold="4"), ThresholdSegmenter())
+    assert not (tmp_path / "p2").exists() and not (tmp_path / "p3").exists()
+
+
+def test_finetune_on_preprocessed_source_then_sdg_predict_with_it(tiny, tmp_path):
+    """The whole SDG chain with real models: fine-tune through nnU-Net's 2d preprocessing, then predict one case
+    with the fine-tuned LiteMedSAM, 2x2 tiled (12 slices -> at most 3 encoder passes)."""
+    ckpt = tmp_path / "sdg_decoder.pth"
+    meta = finetune_sam(FinetuneOptions(dataset="701", output=ckpt, epochs=1, slices_per_epoch=1, max_slices=1,
+                                        progress=False))
+    assert meta["configuration"] == "2d" and meta["n_slices"] == 1
+    summary = sdg_predict(_predict(tiny, tmp_path / "pred", sam=str(ckpt), num_parts=3, part_id=0))
+    assert summary["cases_done"] == ["case_0000"] and 1 <= summary["encoder_calls"] <= 3
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred" / "case_0000.nii.gz")))
+    print(f"\nfine-tuned SDG, case_0000: encoder passes {summary['encoder_calls']}, "
+          f"voxels per class {np.bincount(label.ravel(), minlength=5).tolist()}")

@@ -1,0 +1,138 @@
+"""End to end through nnU-Net's stock commands, in subprocesses, with no nnUNet_extTrainer set by hand.
+
+source plan+preprocess -> nnUNetv2_train DFG_Source -> prepare-target -> nnUNetv2_train DFG_FA -pretrained_weights
+-> nnUNetv2_predict -tr DFG_FA -> nnunet_dfg evaluate, for the 2d and the 3d_fullres configuration; in 2d also
+refine (real LiteMedSAM) -> prepare-target --labels -> nnUNetv2_train DFG_ST -> nnUNetv2_predict -tr DFG_ST.
+The source raw and preprocessed data are moved out of reach before adaptation starts, so any source read fails.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from cli_env import nnunet_env, run
+
+@pytest.fixture(scope="module", params=["2d", "3d_fullres"])
+def chain(request, tmp_path_factory):
+    config = request.param
+    root = tmp_path_factory.mktemp(f"stock_cli_{config}")
+    env = nnunet_env(root)
+    run(["nnunet_dfg", "synthetic", "--n-source", "5", "--n-target", "3", "--n-test", "1", "--shape", "12", "48", "48"],
+        env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", "701", "-c", config, "-np", "1"], {**env, "nnUNet_n_proc_DA": "1"})
+    run(["nnUNetv2_train", "701", config, "0", "-tr", "nnUNetTrainerDFG_Source_test", "-device", "cpu"], env)
+    source_model = root / "res/Dataset701_DFGSynthSource" / f"nnUNetTrainerDFG_Source_test__nnUNetPlans__{config}"
+    source_ckpt = source_model / "fold_0/checkpoint_final.pth"
+    # Source-free from here on: the source images, labels and preprocessed data are gone.
+    hidden = root / "source_data_out_of_reach"
+    hidden.mkdir()
+    shutil.move(root / "raw/Dataset701_DFGSynthSource", hidden / "raw")
+    shutil.move(root / "pre/Dataset701_DFGSynthSource", hidden / "pre")
+    prep = run(["nnunet_dfg", "prepare-target", "-d", "702", "-s", "701", "-tr", "nnUNetTrainerDFG_Source_test",
+                "-c", config], env)
+    fa = run(["nnUNetv2_train", "702", config, "all", "-tr", "nnUNetTrainerDFG_FA_test", "-device", "cpu",
+              "-pretrained_weights", str(source_ckpt)], env)
+    pred = root / "pred_fa"
+    run(["nnUNetv2_predict", "-i", str(root / "raw/Dataset702_DFGSynthTarget/imagesTs"), "-o", str(pred), "-d", "702",
+         "-c", config, "-f", "all", "-tr", "nnUNetTrainerDFG_FA_test", "-device", "cpu", "--disable_tta",
+         "-npp", "1", "-nps", "1"], env)
+    ev = run(["nnunet_dfg", "evaluate", "-pred", str(pred), "-ref",
+              str(root / "raw/_hidden_labels/Dataset702_DFGSynthTarget/labelsTs")], env)
+    fa_model = root / "res/Dataset702_DFGSynthTarget" / f"nnUNetTrainerDFG_FA_test__nnUNetPlans__{config}"
+    return dict(root=root, env=env, source_ckpt=source_ckpt, fa_model=fa_model, pred=pred, prep=prep, fa=fa, ev=ev,
+                config=config)
+
+
+def test_hook_registered_trainers_without_manual_variable(chain):
+    assert "nnUNet_extTrainer" not in chain["env"]
+    assert "Using trainer 'nnUNetTrainerDFG_FA_test'" in chain["fa"].stdout
+
+
+def test_prepare_target_uses_source_plans(chain):
+    pre = chain["root"] / "pre/Dataset702_DFGSynthTarget"
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    data_folder = plans["configurations"][chain["config"]]["data_identifier"]
+    source_plans = json.loads((chain["source_ckpt"].parent.parent / "plans.json").read_text())
+    assert plans["dataset_name"] == "Dataset702_DFGSynthTarget"
+    assert plans["configurations"] == source_plans["configurations"]
+    assert plans["foreground_intensity_properties_per_channel"] == \
+        source_plans["foreground_intensity_properties_per_channel"]
+    assert sorted(p.name for p in (pre / data_folder).glob("*.pkl")) == \
+        ["case_0000.pkl", "case_0001.pkl", "case_0002.pkl"]
+
+
+def test_fa_keeps_prototypes_and_adapts_the_rest(chain):
+    src = torch.load(chain["source_ckpt"], map_location="cpu", weights_only=False)
+    fa = torch.load(chain["fa_model"] / "fold_all/checkpoint_final.pth", map_location="cpu", weights_only=False)
+    key = [k for k in src["network_weights"] if k.startswith("decoder.seg_layers.") and k.endswith("weight")][-1]
+    assert not any(k.endswith("bias") and "seg_layers" in k for k in src["network_weights"])
+    assert torch.equal(src["network_weights"][key], fa["network_weights"][key])
+    changed = [k for k in src["network_weights"] if k.startswith("encoder.")
+               and not torch.equal(src["network_weights"][k], fa["network_weights"][k])]
+    assert changed, "FA did not update the encoder"
+    log = fa["logging"]
+    assert len(log["fa_forward"]) == len(log["train_losses"]) == 2
+    assert "Loaded the complete source network" in chain["fa"].stdout
+    assert (chain["fa_model"] / "fold_all/progress.png").is_file()
+    assert "FA loss" in (next((chain["fa_model"] / "fold_all").glob("training_log_*.txt"))).read_text()
+
+
+def test_predict_and_evaluate(chain):
+    assert (chain["pred"] / "case_0003.nii.gz").is_file()
+    result = json.loads((chain["pred"] / "dfg_evaluation.json").read_text())
+    assert set(result["per_class"]) == {"spleen", "right_kidney", "left_kidney", "liver"}
+    for value in [result["mean_dice"], result["mean_assd"]]:
+        assert value == value  # not NaN
+    assert "mean" in chain["ev"].stdout.lower()
+
+
+@pytest.mark.parametrize("content, message", [(None, "source checkpoint not found"),
+                                              (b"not a checkpoint", "is unreadable")])
+def test_bad_checkpoint_is_one_line_and_writes_nothing(chain, content, message):
+    ckpt = chain["root"] / "bad.pth"
+    if content is not None:
+        ckpt.write_bytes(content)
+    proc = run(["nnUNetv2_train", "702", chain["config"], "all", "-tr", "nnUNetTrainerDFG_FA_demo", "-device", "cpu",
+                "-pretrained_weights", str(ckpt)], chain["env"], check=False)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ERROR: source checkpoint") and message in last
+    assert not list((chain["root"] / "res/Dataset702_DFGSynthTarget").glob("nnUNetTrainerDFG_FA_demo__*"))
+
+
+def test_fa_without_source_weights_refuses(chain):
+    proc = run(["nnUNetv2_train", "702", chain["config"], "all", "-tr", "nnUNetTrainerDFG_FA_tau01", "-device",
+                "cpu"], chain["env"], check=False)
+    assert proc.returncode != 0
+    assert "pass -pretrained_weights" in proc.stderr
+
+
+def test_refine_then_self_training_through_stock_commands(chain):
+    """DFG steps 3-5 in 2d: pseudo-labels from the FA model with the real LiteMedSAM, preprocessed with the FA
+    model's plans, self-training from the full FA checkpoint, stock prediction with the ST trainer."""
+    if chain["config"] != "2d":
+        pytest.skip("the self-training chain runs once, in 2d")
+    root, env = chain["root"], chain["env"]
+    run(["nnunet_dfg", "refine", "-d", "702", "-c", "2d", "-f", "all", "-tr", "nnUNetTrainerDFG_FA_test",
+         "--prompt", "dfg", "--out-id", "802", "--max-slices", "2", "--disable-tta", "--no-progress", "--search-config",
+         '{"presence_prob": 0.5, "presence_min_pixels": 20}'], env)
+    pseudo = root / "raw/Dataset802_DFGSynthTargetPseudoDFG"
+    assert sorted(p.name for p in (pseudo / "labelsTr").iterdir()) == [f"case_000{i}.nii.gz" for i in range(3)]
+    run(["nnunet_dfg", "prepare-target", "-d", "802", "-m", str(chain["fa_model"]), "-c", "2d", "--labels"], env)
+    fa_ckpt = chain["fa_model"] / "fold_all/checkpoint_final.pth"
+    st = run(["nnUNetv2_train", "802", "2d", "all", "-tr", "nnUNetTrainerDFG_ST_test", "-device", "cpu",
+              "-pretrained_weights", str(fa_ckpt)], env)
+    assert "Loaded the complete source network" in st.stdout
+    st_model = root / "res/Dataset802_DFGSynthTargetPseudoDFG/nnUNetTrainerDFG_ST_test__nnUNetPlans__2d"
+    before = torch.load(fa_ckpt, map_location="cpu", weights_only=False)["network_weights"]
+    after = torch.load(st_model / "fold_all/checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert any(not torch.equal(before[k], after["network_weights"][k]) for k in before)
+    assert "MemoryEfficientSoftDiceLoss" in (st_model / "fold_all/debug.json").read_text()
+    pred = root / "pred_st"
+    run(["nnUNetv2_predict", "-i", str(root / "raw/Dataset702_DFGSynthTarget/imagesTs"), "-o", str(pred), "-d", "802",
+         "-c", "2d", "-f", "all", "-tr", "nnUNetTrainerDFG_ST_test", "-device", "cpu", "--disable_tta",
+         "-npp", "1", "-nps", "1"], env)
+    assert (pred / "case_0003.nii.gz").is_file()

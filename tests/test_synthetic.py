@@ -1,0 +1,156 @@
+"""Tests for nnunet_dfg.synthetic: case properties, domain shift and benchmark writing."""
+import json
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_dfg.synthetic import LABELS, make_case, write_benchmark
+
+SMALL = (12, 48, 48)
+TINY = dict(n_source=2, n_target=1, n_target_test=1, shape=(8, 32, 32))
+
+
+def _medians(img, lab):
+    return {k: float(np.median(img[lab == k])) for k in (1, 2, 3, 4)}
+
+
+@pytest.mark.parametrize("domain,severity", [("source", 1.0), ("target", 0.0), ("target", 1.0), ("target", 2.0)])
+def test_case_shapes_dtypes_labels(domain, severity):
+    for seed in range(3):
+        img, lab, spacing = make_case(np.random.default_rng(seed), domain, severity, shape=SMALL,
+                                      spacing=(5.0, 2.0, 2.0))
+        assert img.shape == lab.shape == SMALL
+        assert img.dtype == np.float32 and lab.dtype == np.uint8
+        assert spacing == (5.0, 2.0, 2.0)
+        assert np.isfinite(img).all()
+        assert set(np.unique(lab)) == {0, 1, 2, 3, 4}
+
+
+def test_default_shape_and_spacing():
+    img, lab, spacing = make_case(np.random.default_rng(0), "source", 1.0)
+    assert img.shape == lab.shape == (24, 96, 96) and spacing == (4.0, 1.5, 1.5)
+    assert np.bincount(lab.ravel(), minlength=5)[1:].min() > 200  # every organ is sizeable
+
+
+def test_domain_shift_flips_contrast():
+    for seed in range(3):
+        s_img, s_lab, _ = make_case(np.random.default_rng(seed), "source", 1.0, shape=SMALL)
+        t_img, t_lab, _ = make_case(np.random.default_rng(seed + 100), "target", 1.0, shape=SMALL)
+        s, t = _medians(s_img, s_lab), _medians(t_img, t_lab)
+        # liver is the darkest organ in the source and the brightest in the target
+        assert s[4] < min(s[1], s[2], s[3])
+        assert t[4] > max(t[1], t[2], t[3])
+        assert s_img.min() >= 0 and np.percentile(t_img, 1) < -900  # positive vs HU range
+        assert t_img.max() < 2000
+
+
+def test_severity_zero_is_source_like_and_same_anatomy():
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    s_img, s_lab, _ = make_case(rng_a, "source", 1.0, shape=SMALL)
+    t_img, t_lab, _ = make_case(rng_b, "target", 0.0, shape=SMALL)
+    np.testing.assert_array_equal(s_lab, t_lab)
+    np.testing.assert_allclose(t_img, s_img)
+    h_img, h_lab, _ = make_case(np.random.default_rng(5), "target", 2.0, shape=SMALL)
+    m_img, _, _ = make_case(np.random.default_rng(5), "target", 1.0, shape=SMALL)
+    # harsher shift: lower liver/kidney contrast and more noise inside the liver
+    contrast = [np.median(i[h_lab == 4]) - np.median(i[h_lab == 2]) for i in (m_img, h_img)]
+    assert 0 < contrast[1] < contrast[0]
+    assert np.std(h_img[h_lab == 4]) > np.std(m_img[h_lab == 4])
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError):
+        make_case(np.random.default_rng(0), "pet", 1.0, shape=SMALL)
+    with pytest.raises(ValueError):
+        make_case(np.random.default_rng(0), "target", 2.5, shape=SMALL)
+
+
+def _all_files(root):
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            with open(os.path.join(d, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(d, f), root)] = fh.read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    roots = [tmp_path_factory.mktemp(n) for n in ("a", "b", "c")]
+    res = [write_benchmark(str(r), seed=s, **TINY) for r, s in zip(roots, (0, 0, 1))]
+    return roots, res
+
+
+def test_layout_and_dataset_json(written):
+    (root, _, _), (res, _, _) = written
+    src, tgt = res["source_dir"], res["target_dir"]
+    assert os.path.basename(src) == "Dataset701_DFGSynthSource"
+    assert os.path.basename(tgt) == "Dataset702_DFGSynthTarget"
+    assert sorted(os.listdir(os.path.join(src, "imagesTr"))) == ["case_0000_0000.nii.gz", "case_0001_0000.nii.gz"]
+    assert sorted(os.listdir(os.path.join(src, "labelsTr"))) == ["case_0000.nii.gz", "case_0001.nii.gz"]
+    assert sorted(os.listdir(tgt)) == ["dataset.json", "imagesTr", "imagesTs"]
+    assert os.listdir(os.path.join(tgt, "imagesTr")) == ["case_0000_0000.nii.gz"]
+    assert os.listdir(os.path.join(tgt, "imagesTs")) == ["case_0001_0000.nii.gz"]
+    assert os.listdir(res["target_labels_tr_dir"]) == ["case_0000.nii.gz"]
+    assert os.listdir(res["target_labels_ts_dir"]) == ["case_0001.nii.gz"]
+    for d in (res["target_labels_tr_dir"], res["target_labels_ts_dir"]):
+        assert not os.path.abspath(d).startswith(os.path.abspath(tgt) + os.sep)
+        assert os.path.relpath(d, root).split(os.sep)[0] == "_hidden_labels"
+    assert not [f for f in os.listdir(root) if f.startswith(".dfg_synth_tmp_")]
+    for d, channel, n in ((src, "MRI", 2), (tgt, "CT", 1)):
+        with open(os.path.join(d, "dataset.json")) as f:
+            js = json.load(f)
+        assert js["channel_names"] == {"0": channel} and js["labels"] == LABELS
+        assert js["numTraining"] == n and js["file_ending"] == ".nii.gz"
+    assert res["source_cases"] == ["case_0000", "case_0001"]
+    assert res["target_cases"] == ["case_0000"] and res["target_test_cases"] == ["case_0001"]
+
+
+def test_written_images_have_spacing_and_labels(written):
+    res = written[1][0]
+    img = sitk.ReadImage(os.path.join(res["source_dir"], "imagesTr", "case_0000_0000.nii.gz"))
+    assert img.GetSpacing() == (1.5, 1.5, 4.0) and img.GetSize() == (32, 32, 8)
+    assert img.GetPixelID() == sitk.sitkFloat32
+    lab = sitk.ReadImage(os.path.join(res["target_labels_ts_dir"], "case_0001.nii.gz"))
+    assert lab.GetPixelID() == sitk.sitkUInt8
+    assert set(np.unique(sitk.GetArrayFromImage(lab))) == {0, 1, 2, 3, 4}
+
+
+def test_same_seed_identical_bytes_different_seed_differs(written):
+    roots, _ = written
+    a, b, c = (_all_files(r) for r in roots)
+    assert a.keys() == b.keys() == c.keys()
+    assert all(a[k] == b[k] for k in a)
+    images = [k for k in a if k.endswith(".nii.gz")]
+    assert all(a[k] != c[k] for k in images)
+
+
+def test_refuses_to_overwrite(written, tmp_path):
+    roots, res = written
+    before = _all_files(roots[0])
+    with pytest.raises(FileExistsError):
+        write_benchmark(str(roots[0]), seed=3, **TINY)
+    assert _all_files(roots[0]) == before
+    (tmp_path / "Dataset702_SomethingElse").mkdir()  # same id, other name: also refused
+    with pytest.raises(FileExistsError):
+        write_benchmark(str(tmp_path), **TINY)
+    assert sorted(os.listdir(tmp_path)) == ["Dataset702_SomethingElse"]
+
+
+def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
+    import nnunet_dfg.synthetic as synthetic
+
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return make_case(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "make_case", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        synthetic.write_benchmark(str(tmp_path), **TINY)
+    assert os.listdir(tmp_path) == []
