@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Optional
 
 from ..nnunet_io import atomic_folder, dataset_folder, read_json, write_json_atomic
+from ..refine.command import OUT_ID_OFFSET
 from .runner import Runner, Step
+
+PSEUDO_PROMPTS = ("dfg", "box", "sdg")
 
 
 @dataclass
@@ -30,14 +33,14 @@ class PipelineConfig:
     target_labels_ts: Optional[Path] = None  # evaluation only
     oracle: bool = True
     disable_tta: bool = True
-    search_config: Optional[str] = None  # JSON overrides of DFGConfig for `refine --prompt dfg`
+    search_config: Optional[str] = None  # JSON overrides of the search configs (refine --search-config)
     sdg: bool = True  # also the SDG rows: source model boxes -> SAM, and with a decoder fine-tuned on the source
     sdg_tile: int = 1  # 2: 2x2 slices per encoder pass (costs accuracy with LiteMedSAM's 256 px input)
     finetune_epochs: int = 3
     finetune_max_slices: int = 60
 
     def pseudo_id(self, prompt: str) -> int:
-        return self.target_id + {"dfg": 100, "box": 110, "sdg": 120}[prompt]
+        return self.target_id + OUT_ID_OFFSET[prompt]  # refine's default output ids
 
     @property
     def oracle_id(self) -> int:
@@ -104,12 +107,12 @@ class DFGPipeline:
             self.train("train_fa", c.target_id, "all", "FA", init=src_ckpt),
             self.predict("fa", c.target_id, "FA", "all"),
         ]
-        for prompt in ("dfg", "box", "sdg"):
-            steps.append(Step(f"refine_{prompt}", [
-                "nnunet_dfg", "refine", "-d", str(c.target_id), "-c", c.configuration, "-f", "all", "-tr",
-                c.trainer("FA"), "-p", c.plans, "--prompt", prompt, "--out-id", str(c.pseudo_id(prompt)),
-                "--sam", c.sam, "-device", c.device, "--no-progress"] + (["--disable-tta"] if c.disable_tta else [])
-                + (["--search-config", c.search_config] if c.search_config and prompt == "dfg" else [])))
+        # one run writes all three pseudo-label datasets: each case predicted once, each slice encoded once
+        steps.append(Step("refine", [
+            "nnunet_dfg", "refine", "-d", str(c.target_id), "-c", c.configuration, "-f", "all", "-tr",
+            c.trainer("FA"), "-p", c.plans, "--prompt", ",".join(PSEUDO_PROMPTS), "--sam", c.sam, "-device",
+            c.device, "--no-progress"] + (["--disable-tta"] if c.disable_tta else [])
+            + (["--search-config", c.search_config] if c.search_config else [])))
         steps += [
             Step("prepare_self_training", lambda: ["nnunet_dfg", "prepare-target", "-d", str(c.pseudo_id("dfg")),
                                                    "-m", str(self.model(c.target_id, "FA")), "-c", c.configuration,

@@ -23,6 +23,8 @@ from ..sam.open import open_segmenter
 from .layout import OutputDataset, check_resumable, output_dataset_json, resolve_output, write_dataset_json
 from .volume import PROMPTS, default_config, select_slices
 
+OUT_ID_OFFSET = {"dfg": 100, "box": 110, "sdg": 120}  # default output id: target id + offset
+
 
 @dataclass
 class RefineOptions:
@@ -53,25 +55,47 @@ class RefineOptions:
     tile: int = 1                         # sdg/box: n x n slices share one encoder pass (SDG's merging strategy)
 
 
-def parse_search_config(prompt: str, text: str | None):
-    """``--search-config`` JSON -> the prompt's config dataclass, unknown keys refused."""
-    base = default_config(prompt)
-    if not text:
-        return base, {}
-    try:
-        overrides = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"--search-config is not valid JSON ({e.msg})") from None
-    if not isinstance(overrides, dict):
-        raise UserError("--search-config must be a JSON object of config fields")
-    known = {f.name for f in fields(base)}
-    unknown = sorted(set(overrides) - known)
+def parse_prompts(text: str) -> list[str]:
+    """``--prompt dfg`` or ``--prompt dfg,box,sdg`` -> the modes, in the order given."""
+    prompts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not prompts or any(p not in PROMPTS for p in prompts) or len(set(prompts)) != len(prompts):
+        raise UserError(f"--prompt must name one or more of {', '.join(PROMPTS)} (comma-separated, each once), "
+                        f"got {text!r}")
+    return prompts
+
+
+def parse_search_configs(prompts: list[str], text: str | None) -> dict[str, tuple[Any, dict]]:
+    """``--search-config`` JSON -> each prompt's config dataclass and the overrides it took.
+
+    With several prompts each config takes the fields it has; a key that no config has is refused.
+    """
+    overrides: dict = {}
+    if text:
+        try:
+            overrides = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--search-config is not valid JSON ({e.msg})") from None
+        if not isinstance(overrides, dict):
+            raise UserError("--search-config must be a JSON object of config fields")
+    bases = {p: default_config(p) for p in prompts}
+    known = {p: {f.name for f in fields(base)} for p, base in bases.items()}
+    unknown = sorted(set(overrides) - set().union(*known.values()))
     if unknown:
-        raise UserError(f"unknown {type(base).__name__} field(s) {unknown}; known: {sorted(known)}")
-    try:
-        return type(base)(**overrides), overrides
-    except (TypeError, ValueError) as e:
-        raise UserError(f"--search-config: {e}") from None
+        names = "/".join(sorted({type(b).__name__ for b in bases.values()}))
+        raise UserError(f"unknown {names} field(s) {unknown}; known: {sorted(set().union(*known.values()))}")
+    out = {}
+    for p, base in bases.items():
+        mine = {k: v for k, v in overrides.items() if k in known[p]}
+        try:
+            out[p] = (type(base)(**mine), mine)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"--search-config: {e}") from None
+    return out
+
+
+def parse_search_config(prompt: str, text: str | None):
+    """One prompt's config and overrides (see :func:`parse_search_configs`)."""
+    return parse_search_configs([prompt], text)[prompt]
 
 
 def _resolve_model(opts: RefineOptions) -> Path:
@@ -88,10 +112,10 @@ def _resolve_target(opts: RefineOptions) -> tuple[Path, str, int | None]:
     return raw / "imagesTr", raw.name.split("_", 1)[1], int(raw.name[len("Dataset"):].split("_")[0])
 
 
-def _metadata(opts: RefineOptions, model: Path, images: Path, overrides: dict) -> dict:
+def _metadata(opts: RefineOptions, prompt: str, model: Path, images: Path, overrides: dict) -> dict:
     """What determines the labels: stored in dataset.json, and equal across parts and resumed runs."""
     return json.loads(json.dumps({
-        "prompt": opts.prompt, "model": str(model), "fold": str(opts.fold), "checkpoint": opts.checkpoint,
+        "prompt": prompt, "model": str(model), "fold": str(opts.fold), "checkpoint": opts.checkpoint,
         "images": str(images.resolve()), "sam": opts.sam, "sam_mode": opts.sam_mode, "search_config": overrides,
         "mirroring": not opts.disable_tta, "step_size": opts.step_size, "max_slices": opts.max_slices,
         "tile": opts.tile,
@@ -99,71 +123,110 @@ def _metadata(opts: RefineOptions, model: Path, images: Path, overrides: dict) -
     }))
 
 
+@dataclass
+class _Output:
+    """One prompt mode's output dataset and the cases it still needs."""
+    prompt: str
+    config: Any
+    metadata: dict
+    out: OutputDataset
+    todo: list[str]
+    n_done_before: int
+
+
 def refine_dataset(opts: RefineOptions, segmenter: Any = None) -> dict:
-    """Run (this part of) a refinement; returns a summary. ``segmenter`` overrides ``--sam`` (tests)."""
+    """Run (this part of) a refinement with one prompt mode; returns its summary. ``segmenter`` overrides
+    ``--sam`` (tests)."""
+    summaries = refine_datasets(opts, segmenter)
+    if len(summaries) != 1:
+        raise UserError("refine_dataset takes one --prompt; use refine_datasets for several")
+    return next(iter(summaries.values()))
+
+
+def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dict]:
+    """Refine with every mode of ``opts.prompt`` (``dfg,box,sdg``) in one pass over the cases: each case is
+    predicted once and each slice encoded once, whatever the number of modes; one output dataset per mode.
+    Returns each mode's summary."""
     from tqdm import tqdm
 
-    if opts.prompt not in PROMPTS:
-        raise UserError(f"--prompt must be one of {', '.join(PROMPTS)}")
-    if opts.tile not in (1, 2) or (opts.tile > 1 and opts.prompt == "dfg"):
+    from ..sam.memo import EmbeddingMemo
+
+    prompts = parse_prompts(opts.prompt)
+    if opts.tile not in (1, 2) or (opts.tile > 1 and "dfg" in prompts):
         raise UserError("--tile 2 is for --prompt sdg or box (the DFG search decodes step by step per slice)")
     if opts.num_parts < 1 or not 0 <= opts.part_id < opts.num_parts:
         raise UserError(f"-part_id must lie in 0..{opts.num_parts - 1}")
-    config, overrides = parse_search_config(opts.prompt, opts.search_config)
+    if len(prompts) > 1 and (opts.out_id is not None or opts.name):
+        raise UserError("--out-id/--name name one output: with several --prompt modes each takes its default "
+                        "(target id + 100 dfg, + 110 box, + 120 sdg)")
+    configs = parse_search_configs(prompts, opts.search_config)
     model = _resolve_model(opts)
     images, target_name, target_id = _resolve_target(opts)
     model_dataset = read_json(model / "dataset.json")
     cases = list_cases(images, model_dataset["file_ending"], len(model_dataset["channel_names"]))
-    name = opts.name or f"{target_name}Pseudo{opts.prompt.upper()}"
-    folder = resolve_output(env_folder("nnUNet_raw"), opts.out_id, target_id, name)
-    metadata = _metadata(opts, model, images, overrides)
-    check_resumable(folder, metadata)
-
-    out = OutputDataset(folder, model_dataset["file_ending"])
     mine = sorted(cases)[opts.part_id::opts.num_parts]
-    todo = [c for c in mine if not out.is_done(c)]
-    n_done_before = len(mine) - len(todo)
-    if opts.max_cases is not None:
-        todo = todo[:max(0, opts.max_cases)]
+    outputs = []
+    for prompt in prompts:
+        folder = resolve_output(env_folder("nnUNet_raw"), opts.out_id, target_id,
+                                opts.name or f"{target_name}Pseudo{prompt.upper()}", OUT_ID_OFFSET[prompt])
+        metadata = _metadata(opts, prompt, model, images, configs[prompt][1])
+        check_resumable(folder, metadata)
+        out = OutputDataset(folder, model_dataset["file_ending"])
+        todo = [c for c in mine if not out.is_done(c)]
+        n_done_before = len(mine) - len(todo)
+        if opts.max_cases is not None:
+            todo = todo[:max(0, opts.max_cases)]
+        outputs.append(_Output(prompt, configs[prompt][0], metadata, out, todo, n_done_before))
+    todo = [c for c in mine if any(c in o.todo for o in outputs)]
     predictor = None
     if todo:  # load everything (and fail on bad models) before the first file is written
         from .predict_features import FeaturePredictor
         predictor = FeaturePredictor(model, opts.fold, opts.checkpoint, opts.device, not opts.disable_tta,
                                      opts.step_size)
         segmenter = segmenter if segmenter is not None else open_segmenter(opts.sam, opts.device, opts.sam_mode)
-    out.create()
-    write_dataset_json(folder, output_dataset_json(model_dataset, len(cases), metadata))
+    memo = EmbeddingMemo(segmenter) if len(prompts) > 1 else segmenter
+    for o in outputs:
+        o.out.create()
+        write_dataset_json(o.out.root, output_dataset_json(model_dataset, len(cases), o.metadata))
     labels = {str(k): int(v) for k, v in model_dataset["labels"].items() if not isinstance(v, list)}
+    summaries = {o.prompt: {"output": str(o.out.root), "cases_done": [], "cases_skipped": o.n_done_before,
+                            "timings_s": {}} for o in outputs}
     bar = tqdm(todo, desc=f"refine {opts.prompt}", unit="case", disable=not opts.progress)
-    summary = {"output": str(folder), "cases_done": [], "cases_skipped": n_done_before, "timings_s": {}}
     for case in bar:
-        report = refine_case(case, cases[case], predictor, segmenter, config, opts, out, labels, metadata,
-                             bar if opts.progress else None)
-        summary["cases_done"].append(case)
-        summary["timings_s"][case] = report["timings_s"]
-    return summary
+        t0 = time.perf_counter()
+        wanted = [o for o in outputs if case in o.todo]
+        pred = predictor.predict_case(cases[case], with_features=any(o.prompt == "dfg" for o in wanted))
+        predict_s = time.perf_counter() - t0
+        for o in wanted:
+            report = refine_case(case, cases[case], pred, predict_s, predictor, memo, o, opts, labels,
+                                 bar if opts.progress else None)
+            summaries[o.prompt]["cases_done"].append(case)
+            summaries[o.prompt]["timings_s"][case] = report["timings_s"]
+        if memo is not segmenter:
+            memo.clear()
+    return summaries
 
 
-def refine_case(case: str, files: list[Path], predictor, segmenter, config, opts: RefineOptions,
-                out: OutputDataset, labels: dict[str, int], metadata: dict, bar=None) -> dict:
-    """One case end to end; the label file is renamed into place last (the resume marker)."""
+def refine_case(case: str, files: list[Path], pred, predict_s: float, predictor, segmenter, output: _Output,
+                opts: RefineOptions, labels: dict[str, int], bar=None) -> dict:
+    """One case and prompt mode from its prediction; the label file is renamed into place last (the resume
+    marker)."""
     from ..prompt_search import largest_component_per_class
     from .report import case_report, voxel_counts
     from .volume import refine_volume
 
-    t0 = time.perf_counter()
-    pred = predictor.predict_case(files, with_features=opts.prompt == "dfg")
+    out, prompt, config = output.out, output.prompt, output.config
     t1 = time.perf_counter()
     slices = select_slices(pred.probs, opts.max_slices)
     on_slice = None
     if bar is not None:
-        on_slice = lambda z, r: bar.set_postfix_str(f"{case} slice {z + 1}/{pred.probs.shape[1]}")  # noqa: E731
+        on_slice = lambda z, r: bar.set_postfix_str(f"{case} {prompt} slice {z + 1}/{pred.probs.shape[1]}")  # noqa
     if opts.tile > 1:
         from ..sdg.volume import refine_volume_tiled
-        volume = refine_volume_tiled(pred.image, pred.probs, segmenter, opts.prompt, config, opts.tile, slices,
+        volume = refine_volume_tiled(pred.image, pred.probs, segmenter, prompt, config, opts.tile, slices,
                                      on_slice)
     else:
-        volume = refine_volume(pred.image, pred.probs, pred.features, segmenter, opts.prompt, config, slices,
+        volume = refine_volume(pred.image, pred.probs, pred.features, segmenter, prompt, config, slices,
                                on_slice)
     t2 = time.perf_counter()
     raw = predictor.to_original_grid(volume.label, pred.properties)
@@ -172,7 +235,8 @@ def refine_case(case: str, files: list[Path], predictor, segmenter, config, opts
     t3 = time.perf_counter()
 
     if opts.save_figures is not None:
-        write_figures(Path(opts.save_figures), case, pred.image, pred.probs, volume, out)
+        root = Path(opts.save_figures) / prompt if len(parse_prompts(opts.prompt)) > 1 else Path(opts.save_figures)
+        write_figures(root, case, pred.image, pred.probs, volume, out)
     t4 = time.perf_counter()
     writer = predictor.plans_manager.image_reader_writer_class()
     out.add_images(files, opts.copy_images)
@@ -182,9 +246,9 @@ def refine_case(case: str, files: list[Path], predictor, segmenter, config, opts
               "refined_network_grid": voxel_counts(volume.label, labels),
               "before_postprocessing": voxel_counts(raw, labels),
               "after_postprocessing": voxel_counts(final, labels)}
-    timings = {"predict": t1 - t0, "search": t2 - t1, "export_postprocess": t3 - t2, "figures": t4 - t3,
-              "write": t5 - t4}
-    report = case_report(case, volume, labels, voxels, timings, metadata)
+    timings = {"predict": predict_s, "search": t2 - t1, "export_postprocess": t3 - t2, "figures": t4 - t3,
+               "write": t5 - t4}
+    report = case_report(case, volume, labels, voxels, timings, output.metadata)
     report["network_grid_shape"] = list(pred.probs.shape[1:])
     report["feature_channels"] = None if pred.features is None else int(pred.features.shape[0])
     out.write_bytes(json.dumps(report, indent=1).encode(), out.report_file(case))
@@ -208,9 +272,9 @@ def write_figures(root: Path, case: str, image: np.ndarray, probs: np.ndarray, v
 
 def _run(args: argparse.Namespace) -> None:
     opts = RefineOptions(**{f.name: getattr(args, f.name) for f in fields(RefineOptions) if hasattr(args, f.name)})
-    summary = refine_dataset(opts)
-    print(f"refined {len(summary['cases_done'])} case(s), {summary['cases_skipped']} already done -> "
-          f"{summary['output']}")
+    for prompt, summary in refine_datasets(opts).items():
+        print(f"{prompt}: refined {len(summary['cases_done'])} case(s), {summary['cases_skipped']} already done "
+              f"-> {summary['output']}")
 
 
 def add_refine_parser(subparsers) -> argparse.ArgumentParser:
@@ -228,12 +292,15 @@ def add_refine_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-tr", dest="trainer", default="nnUNetTrainerDFG_FA")
     p.add_argument("-p", dest="plans", default="nnUNetPlans")
     p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth")
-    p.add_argument("--prompt", choices=PROMPTS, default="dfg",
-                   help="dfg: dual-feature-guided search; sdg: SDG's filtered box; box: plain bbox (baseline)")
+    p.add_argument("--prompt", default="dfg",
+                   help="dfg: dual-feature-guided search; sdg: SDG's filtered box; box: plain bbox (baseline); "
+                        "several, comma-separated (dfg,box,sdg), share one prediction and one encoder pass per "
+                        "slice and write one dataset each")
     p.add_argument("--sam", default="litemedsam", help="'litemedsam' (bundled) or a SAM/MedSAM checkpoint path")
     p.add_argument("--sam-mode", choices=("sam", "medsam"), help="preprocessing of a checkpoint given to --sam")
     p.add_argument("--search-config", help='JSON overrides of the search constants, e.g. \'{"presence_min_pixels": 100}\'')
-    p.add_argument("--out-id", type=int, help="output dataset id (default: target id + 100)")
+    p.add_argument("--out-id", type=int, help="output dataset id (default: target id + 100 dfg, + 110 box, "
+                                              "+ 120 sdg)")
     p.add_argument("--name", help="output dataset name (default: <target name>Pseudo<PROMPT>)")
     p.add_argument("--copy-images", action="store_true", help="copy images instead of symlinking them")
     p.add_argument("-num_parts", dest="num_parts", type=int, default=1)

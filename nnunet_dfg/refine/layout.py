@@ -93,12 +93,12 @@ def output_dataset_json(model_dataset: Mapping, num_cases: int, metadata: Mappin
     return ds
 
 
-def resolve_output(raw_root: Path, out_id: int | None, target_id: int | None, name: str) -> Path:
-    """``raw_root/DatasetNNN_name``; NNN defaults to target id + 100. An id held by another name is refused."""
+def resolve_output(raw_root: Path, out_id: int | None, target_id: int | None, name: str, offset: int = 100) -> Path:
+    """``raw_root/DatasetNNN_name``; NNN defaults to target id + ``offset``. An id held by another name is refused."""
     if out_id is None:
         if target_id is None:
             raise UserError("--out-id is required when the target is not a numbered dataset")
-        out_id = target_id + 100
+        out_id = target_id + offset
     if not 1 <= out_id <= 999:
         raise UserError(f"output dataset id must lie in 1..999, got {out_id}")
     if target_id is not None and out_id == target_id:
