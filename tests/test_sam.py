@@ -100,6 +100,23 @@ def test_same_box_at_two_resolutions_gives_same_mask(segmenter, embedding, half_
     assert dice(half[0] > 0, np.isin(colin[1][::2, ::2], CEREBELLUM)) > 0.7
 
 
+def test_onnx_runtime_agrees_with_torch(segmenter, embedding, colin, monkeypatch):
+    """The CPU default runs under ONNX Runtime; PyTorch on the same weights gives the same embedding and masks up
+    to float rounding (a logit of ~0 may flip a pixel)."""
+    assert segmenter.runtime == "onnx"  # auto on the CPU with onnxruntime installed
+    monkeypatch.setenv("NNUNET_DFG_SAM_RUNTIME", "torch")
+    plain = Segmenter(segmenter.parts)
+    assert plain.runtime == "torch"
+    ref = plain.embed(colin[0])
+    assert torch.allclose(ref.tensor, embedding.tensor, atol=1e-4)
+    boxes = np.array([tight_box(np.isin(colin[1], labels), 5) for labels in (CEREBELLUM, CEREBELLUM_L)])
+    a, b = segmenter.segment_logits(embedding, boxes), plain.segment_logits(ref, boxes)
+    assert np.abs(a - b).max() < 1e-2
+    assert all(dice(x > 0, y > 0) > 0.999 for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        Segmenter(segmenter.parts, runtime="tensorrt")
+
+
 def test_counters_and_decode_batching(segmenter, embedding, colin):
     gt = np.isin(colin[1], CEREBELLUM)
     boxes = np.stack([tight_box(gt, m) for m in (0, 3, 8)])

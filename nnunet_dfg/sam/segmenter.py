@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .build import LITEMEDSAM_SPEC, SamParts, build_parts
+from .onnx_runtime import OnnxDecoder, OnnxEncoder, resolve_runtime
 from .transforms import (
     FrameGeometry,
     boxes_to_frame,
@@ -56,9 +57,14 @@ class Embedding:
 class Segmenter:
     """Box-prompted segmenter: ``embed`` a slice once, ``segment`` many boxes on it."""
 
-    def __init__(self, parts: SamParts, device: Device = "cpu", decode_batch: Optional[int] = None) -> None:
+    def __init__(self, parts: SamParts, device: Device = "cpu", decode_batch: Optional[int] = None,
+                 runtime: Optional[str] = None) -> None:
         self.device = torch.device(device)
         self.parts = parts.to(self.device)
+        # "onnx": ONNX Runtime runs the encoder and decoder (CPU; see onnx_runtime.py); built at first use
+        self.runtime = resolve_runtime(runtime, self.device)
+        self._onnx_encoder: Optional[OnnxEncoder] = None
+        self._onnx_decoder: Optional[OnnxDecoder] = None
         if decode_batch is None:
             # Measured on 2 CPU cores, a batch of 8 boxes costs ~2x more per box than
             # single calls; on GPU batching pays off.
@@ -84,8 +90,13 @@ class Segmenter:
     def embed(self, image: np.ndarray) -> Embedding:
         """Encode a 2D slice of any size and intensity range (one encoder pass)."""
         x, geometry = preprocess_slice(image, self.parts.preprocess, self.device)
-        with torch.inference_mode():
-            tensor = self.parts.image_encoder(x)
+        if self.runtime == "onnx":
+            if self._onnx_encoder is None:
+                self._onnx_encoder = OnnxEncoder(self.parts.image_encoder, x)
+            tensor = self._onnx_encoder(x)
+        else:
+            with torch.inference_mode():
+                tensor = self.parts.image_encoder(x)
         self.n_encoder_calls += 1
         return Embedding(tensor=tensor, geometry=geometry, model_name=self.name)
 
@@ -111,6 +122,10 @@ class Segmenter:
         return self.segment_logits(embedding, boxes) > 0
 
     def _decode(self, tensor: torch.Tensor, image_pe: torch.Tensor, framed: np.ndarray) -> torch.Tensor:
+        if self.runtime == "onnx":
+            if self._onnx_decoder is None:
+                self._onnx_decoder = OnnxDecoder(self.parts.prompt_encoder, self.parts.mask_decoder, tensor)
+            return self._onnx_decoder(tensor, framed)
         box_t = torch.as_tensor(framed, dtype=torch.float32, device=self.device)
         sparse, dense = self.parts.prompt_encoder(points=None, boxes=box_t, masks=None)
         low_res, _ = self.parts.mask_decoder(
@@ -130,7 +145,8 @@ class Segmenter:
             raise ValueError(f"embedding was made by {embedding.model_name!r}, not by this {self.name!r} segmenter")
 
     def __repr__(self) -> str:
-        return f"Segmenter({self.name!r}, device={str(self.device)!r}, decode_batch={self.decode_batch})"
+        return (f"Segmenter({self.name!r}, device={str(self.device)!r}, decode_batch={self.decode_batch}, "
+                f"runtime={self.runtime!r})")
 
 
 def load_segmenter(
@@ -139,12 +155,16 @@ def load_segmenter(
     mode: Optional[str] = None,
     decode_batch: Optional[int] = None,
     sha256: Optional[str] = None,
+    runtime: Optional[str] = None,
 ) -> Segmenter:
     """Load a box-prompted segmenter from local files only (nothing is downloaded).
 
     ``spec``: ``"litemedsam"`` (bundled, sha256-verified) or a segment-anything
     checkpoint path, optionally ``"vit_b:/path.pth"``; ``mode`` ``"sam"`` or
     ``"medsam"`` picks the preprocessing for such a checkpoint.  ``sha256``
-    additionally pins a user checkpoint.
+    additionally pins a user checkpoint. ``runtime``: ``"auto"`` (ONNX Runtime on the CPU when installed),
+    ``"torch"`` or ``"onnx"``; default ``$NNUNET_DFG_SAM_RUNTIME`` or ``"auto"``. The ONNX graphs are exported
+    from the modules at first use: train ``parts.mask_decoder`` before the first ``segment``, or use ``"torch"``.
     """
-    return Segmenter(build_parts(spec, mode=mode, sha256=sha256), device=device, decode_batch=decode_batch)
+    return Segmenter(build_parts(spec, mode=mode, sha256=sha256), device=device, decode_batch=decode_batch,
+                     runtime=runtime)
