@@ -128,7 +128,9 @@ class DFGPipeline:
                 Step("prepare_oracle", lambda: ["nnunet_dfg", "prepare-target", "-d", str(c.oracle_id), "-m",
                                                 str(self.model(c.source_id, "Source")), "-c", c.configuration,
                                                 "--labels"]),
-                self.train("train_oracle", c.oracle_id, "all", "Source"),
+                # fine-tuned from the source model (nnU-Net's loader re-initialises the classifier): a few
+                # labelled target volumes and a short schedule are not enough for training from scratch
+                self.train("train_oracle", c.oracle_id, "all", "Source", init=src_ckpt),
                 self.predict("oracle", c.oracle_id, "Source", "all"),
             ]
         if c.target_labels_ts is not None:

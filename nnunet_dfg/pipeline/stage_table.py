@@ -15,7 +15,7 @@ STAGES = {
     "self_trained": "after self-training",
     "sdg": "SDG: source model boxes -> SAM",
     "sdg_finetuned": "SDG: source model boxes -> SAM with fine-tuned decoder",
-    "oracle": "target-supervised oracle (reference)",
+    "oracle": "target-supervised oracle, fine-tuned from the source model (reference)",
 }
 
 
