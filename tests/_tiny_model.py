@@ -29,6 +29,12 @@ class TinyModel:
     def env(self) -> dict[str, str]:
         return nnunet_env(self.root)
 
+    def refine_options(self, **kw):
+        """``refine`` on the target's imagesTr with this model (fold all, no mirroring, no progress bar)."""
+        from nnunet_dfg.refine import RefineOptions
+        base = dict(dataset=str(TARGET_ID), model=self.model_dir, fold="all", disable_tta=True, progress=False)
+        return RefineOptions(**{**base, **kw})
+
 
 def build_tiny_model(root: Path) -> TinyModel:
     """synthetic (4 source, 3 target, 12x48x48) -> plan_and_preprocess 2d -> train fold ``all`` (4 cases are too

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from conftest import tiny_copy
-from _tiny_model import TARGET_ID, ThresholdSegmenter, TinyModel
+from _tiny_model import ThresholdSegmenter, TinyModel
 from cli_env import BIN
 from nnunet_dfg.errors import UserError
 from nnunet_dfg.prompt_search import DFGConfig, SDGConfig
@@ -36,9 +36,7 @@ def tiny(tmp_path_factory, tiny_model_root) -> TinyModel:
 
 
 def _opts(tiny: TinyModel, **kw) -> RefineOptions:
-    base = dict(dataset=str(TARGET_ID), model=tiny.model_dir, fold="all", disable_tta=True, progress=False,
-                search_config=TINY_DFG if kw.get("prompt", "dfg") == "dfg" else None)
-    return RefineOptions(**{**base, **kw})
+    return tiny.refine_options(**{"search_config": TINY_DFG if kw.get("prompt", "dfg") == "dfg" else None, **kw})
 
 
 def _out(tiny: TinyModel, out_id: int, prompt: str = "dfg") -> Path:

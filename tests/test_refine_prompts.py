@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_copy
-from _tiny_model import TARGET_ID, ThresholdSegmenter, TinyModel
+from _tiny_model import ThresholdSegmenter, TinyModel
 from nnunet_dfg.errors import UserError
 from nnunet_dfg.refine import RefineOptions, refine_dataset
 from nnunet_dfg.refine.command import parse_search_configs, refine_datasets
@@ -24,9 +24,7 @@ def tiny(tmp_path_factory, tiny_model_root) -> TinyModel:
 
 
 def _opts(tiny: TinyModel, **kw) -> RefineOptions:
-    base = dict(dataset=str(TARGET_ID), model=tiny.model_dir, fold="all", disable_tta=True, progress=False,
-                search_config=SEARCH, max_slices=4)
-    return RefineOptions(**{**base, **kw})
+    return tiny.refine_options(**{"search_config": SEARCH, "max_slices": 4, **kw})
 
 
 def _labels(folder: Path) -> dict[str, bytes]:
