@@ -48,3 +48,21 @@ def test_stage_table_reads_evaluations(tmp_path):
     assert list(table) == ["fa"] and table["fa"]["mean_dice"] == 0.5
     text = format_stage_table(table)
     assert "fa" in text and "0.500" in text and "liver" in text
+
+
+def test_pipeline_steps_refine_once_and_start_the_oracle_from_the_source(tmp_path):
+    from nnunet_dfg.pipeline.dfg import DFGPipeline, PipelineConfig
+
+    cfg = PipelineConfig(source_id=701, target_id=702, variant="_demo", oracle_variant="_demoFinetune",
+                         target_labels_tr=tmp_path / "labelsTr", target_labels_ts=tmp_path / "labelsTs")
+    pipeline = DFGPipeline(cfg, Runner(tmp_path / "work", {}), tmp_path / "raw", tmp_path / "res")
+    steps = {s.name: s for s in pipeline.steps()}
+    refine = steps["refine"].command
+    assert refine[refine.index("--prompt") + 1] == "dfg,box,sdg" and not any(n.startswith("refine_") for n in steps)
+    assert [cfg.pseudo_id(p) for p in ("dfg", "box", "sdg")] == [802, 812, 822]  # refine's default ids
+    oracle = steps["train_oracle"]
+    assert oracle.retry_command[oracle.retry_command.index("-tr") + 1] == "nnUNetTrainerDFG_Source_demoFinetune"
+    (tmp_path / "res" / "Dataset701_X").mkdir(parents=True)
+    first = oracle.command() if callable(oracle.command) else oracle.command
+    init = first[first.index("-pretrained_weights") + 1]
+    assert init.endswith("Dataset701_X/nnUNetTrainerDFG_Source_demo__nnUNetPlans__2d/fold_0/checkpoint_final.pth")

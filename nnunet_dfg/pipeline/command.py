@@ -53,7 +53,8 @@ def run_demo(args) -> None:
         write_benchmark(str(raw), source_id=701, target_id=702, n_source=args.n_source, n_target=args.n_target,
                         n_target_test=args.n_test, severity=args.severity, seed=args.seed, shape=tuple(args.shape))
 
-    cfg = PipelineConfig(source_id=701, target_id=702, configuration=args.c, variant="_demo", device=args.device,
+    cfg = PipelineConfig(source_id=701, target_id=702, configuration=args.c, variant="_demo",
+                         oracle_variant="_demoFinetune", finetune_max_slices=40, device=args.device,
                          sam=args.sam, target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
                          search_config=args.search_config)
     _run(cfg, root / "work", env, [Step("synthetic", action=synthetic)])

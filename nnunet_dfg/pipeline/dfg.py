@@ -25,6 +25,7 @@ class PipelineConfig:
     target_id: int
     configuration: str = "2d"
     variant: str = ""  # trainer-name suffix, e.g. "_demo"
+    oracle_variant: Optional[str] = None  # the oracle's (it starts from the source model); default: variant
     device: str = "cpu"
     sam: str = "litemedsam"
     plans: str = "nnUNetPlans"
@@ -37,7 +38,7 @@ class PipelineConfig:
     sdg: bool = True  # also the SDG rows: source model boxes -> SAM, and with a decoder fine-tuned on the source
     sdg_tile: int = 1  # 2: 2x2 slices per encoder pass (costs accuracy with LiteMedSAM's 256 px input)
     finetune_epochs: int = 3
-    finetune_max_slices: int = 60
+    finetune_max_slices: int = 60  # source slices whose embeddings the decoder fine-tuning uses
 
     def pseudo_id(self, prompt: str) -> int:
         return self.target_id + OUT_ID_OFFSET[prompt]  # refine's default output ids
@@ -47,6 +48,8 @@ class PipelineConfig:
         return self.target_id + 130
 
     def trainer(self, phase: str) -> str:
+        if phase == "Oracle":
+            return f"nnUNetTrainerDFG_Source{self.variant if self.oracle_variant is None else self.oracle_variant}"
         return f"nnUNetTrainerDFG_{phase}{self.variant}"
 
 
@@ -130,8 +133,8 @@ class DFGPipeline:
                                                 "--labels"]),
                 # fine-tuned from the source model (nnU-Net's loader re-initialises the classifier): a few
                 # labelled target volumes and a short schedule are not enough for training from scratch
-                self.train("train_oracle", c.oracle_id, "all", "Source", init=src_ckpt),
-                self.predict("oracle", c.oracle_id, "Source", "all"),
+                self.train("train_oracle", c.oracle_id, "all", "Oracle", init=src_ckpt),
+                self.predict("oracle", c.oracle_id, "Oracle", "all"),
             ]
         if c.target_labels_ts is not None:
             stages = ("source_only", "fa", "self_trained") + (("sdg", "sdg_finetuned") if c.sdg else ()) \
