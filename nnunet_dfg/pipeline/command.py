@@ -54,7 +54,7 @@ def run_demo(args) -> None:
                         n_target_test=args.n_test, severity=args.severity, seed=args.seed, shape=tuple(args.shape))
 
     cfg = PipelineConfig(source_id=701, target_id=702, configuration=args.c, variant="_demo",
-                         oracle_variant="_demoFinetune", finetune_max_slices=40, device=args.device,
+                         oracle_variant="_demoFinetune", finetune_epochs=2, finetune_max_slices=40, device=args.device,
                          sam=args.sam, target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
                          search_config=args.search_config)
     _run(cfg, root / "work", env, [Step("synthetic", action=synthetic)])
@@ -83,7 +83,7 @@ def add_pipeline_parsers(sub) -> None:
                    help="domain shift (default 0.4: the source model keeps ~0.2 Dice; from 0.5 on it collapses)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-source", type=int, default=10)
-    p.add_argument("--n-target", type=int, default=4)
+    p.add_argument("--n-target", type=int, default=3)
     p.add_argument("--n-test", type=int, default=3)
     p.add_argument("--shape", type=int, nargs=3, default=[20, 64, 64], metavar=("Z", "Y", "X"))
     p.add_argument("--sam", default="litemedsam")

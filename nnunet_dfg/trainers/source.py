@@ -30,7 +30,7 @@ make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_demo",
              "Sized for the synthetic demo on 2 CPU cores (a few minutes).",
              num_epochs=25, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
 make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_demoFinetune",
-             "The demo's oracle: fine-tuning the source model on labelled target volumes (10 epochs).",
-             num_epochs=10, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
+             "The demo's oracle: fine-tuning the source model on labelled target volumes (8 epochs).",
+             num_epochs=8, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
 make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_test", "Smoke-test length: plumbing, not accuracy.",
              num_epochs=2, num_iterations_per_epoch=3, num_val_iterations_per_epoch=2)
