@@ -85,7 +85,7 @@ def add_pipeline_parsers(sub) -> None:
     p.add_argument("--n-source", type=int, default=10)
     p.add_argument("--n-target", type=int, default=3)
     p.add_argument("--n-test", type=int, default=3)
-    p.add_argument("--shape", type=int, nargs=3, default=[20, 64, 64], metavar=("Z", "Y", "X"))
+    p.add_argument("--shape", type=int, nargs=3, default=[16, 64, 64], metavar=("Z", "Y", "X"))
     p.add_argument("--sam", default="litemedsam")
     p.add_argument("--search-config", default=DEMO_SEARCH_CONFIG,
                    help="JSON overrides of the DFG search constants (default: pixel-count thresholds for 64 px slices)")

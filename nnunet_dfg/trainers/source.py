@@ -28,7 +28,7 @@ class nnUNetTrainerDFG_Source(nnUNetTrainer):
 make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_50epochs", "50 epochs.", num_epochs=50)
 make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_demo",
              "Sized for the synthetic demo on 2 CPU cores (a few minutes).",
-             num_epochs=25, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
+             num_epochs=20, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
 make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_demoFinetune",
              "The demo's oracle: fine-tuning the source model on labelled target volumes (8 epochs).",
              num_epochs=8, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
