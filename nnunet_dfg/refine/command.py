@@ -132,6 +132,7 @@ class _Output:
     out: OutputDataset
     todo: list[str]
     n_done_before: int
+    figures: Path | None  # --save-figures, in a folder per mode when there are several
 
 
 def refine_dataset(opts: RefineOptions, segmenter: Any = None) -> dict:
@@ -176,7 +177,8 @@ def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dic
         n_done_before = len(mine) - len(todo)
         if opts.max_cases is not None:
             todo = todo[:max(0, opts.max_cases)]
-        outputs.append(_Output(prompt, configs[prompt][0], metadata, out, todo, n_done_before))
+        figures = None if opts.save_figures is None else Path(opts.save_figures) / (prompt if len(prompts) > 1 else "")
+        outputs.append(_Output(prompt, configs[prompt][0], metadata, out, todo, n_done_before, figures))
     todo = [c for c in mine if any(c in o.todo for o in outputs)]
     predictor = None
     if todo:  # load everything (and fail on bad models) before the first file is written
@@ -234,9 +236,8 @@ def refine_case(case: str, files: list[Path], pred, predict_s: float, predictor,
     final = largest_component_per_class(raw, foreground).astype(np.uint8)
     t3 = time.perf_counter()
 
-    if opts.save_figures is not None:
-        root = Path(opts.save_figures) / prompt if len(parse_prompts(opts.prompt)) > 1 else Path(opts.save_figures)
-        write_figures(root, case, pred.image, pred.probs, volume, out)
+    if output.figures is not None:
+        write_figures(output.figures, case, pred.image, pred.probs, volume, out)
     t4 = time.perf_counter()
     writer = predictor.plans_manager.image_reader_writer_class()
     out.add_images(files, opts.copy_images)

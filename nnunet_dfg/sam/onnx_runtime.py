@@ -73,29 +73,12 @@ class OnnxEncoder:
         return torch.from_numpy(out)
 
 
-class _BoxDecoder(nn.Module):
-    """Prompt encoder + mask decoder for boxes only, single-mask output: one graph, boxes as the only prompt."""
-
-    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module) -> None:
-        super().__init__()
-        self.prompt_encoder, self.mask_decoder = prompt_encoder, mask_decoder
-        self.register_buffer("image_pe", prompt_encoder.get_dense_pe().detach().clone())
-
-    def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
-        low_res, _ = self.mask_decoder(image_embeddings=embedding, image_pe=self.image_pe,
-                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                       multimask_output=False)
-        return low_res
-
-
 class OnnxDecoder:
     """Boxes (N, 4) in frame coordinates + one embedding -> (N, 1, h, w) low-resolution logits."""
 
-    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module, embedding: torch.Tensor) -> None:
-        module = _BoxDecoder(prompt_encoder, mask_decoder).eval()
+    def __init__(self, box_decoder: nn.Module, embedding: torch.Tensor) -> None:
         example = torch.tensor([[10.0, 10.0, 50.0, 50.0]])
-        self.session = _session(module, (embedding.cpu(), example), ["embedding", "boxes"], ["low_res"],
+        self.session = _session(box_decoder.eval(), (embedding.cpu(), example), ["embedding", "boxes"], ["low_res"],
                                 {"boxes": {0: "n"}, "low_res": {0: "n"}})
 
     def __call__(self, embedding: torch.Tensor, framed_boxes: np.ndarray) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .box_decoder import BoxDecoder
 from .build import LITEMEDSAM_SPEC, SamParts, build_parts
 from .onnx_runtime import OnnxDecoder, OnnxEncoder, resolve_runtime
 from .transforms import (
@@ -63,6 +64,7 @@ class Segmenter:
         self.parts = parts.to(self.device)
         # "onnx": ONNX Runtime runs the encoder and decoder (CPU; see onnx_runtime.py); built at first use
         self.runtime = resolve_runtime(runtime, self.device)
+        self._box_decoder = BoxDecoder(self.parts.prompt_encoder, self.parts.mask_decoder).eval()
         self._onnx_encoder: Optional[OnnxEncoder] = None
         self._onnx_decoder: Optional[OnnxDecoder] = None
         if decode_batch is None:
@@ -109,10 +111,9 @@ class Segmenter:
         out = np.empty((clipped.shape[0], H, W), dtype=np.float32)
         framed = boxes_to_frame(clipped, geometry)
         with torch.inference_mode():
-            image_pe = self.parts.prompt_encoder.get_dense_pe()
             for start in range(0, framed.shape[0], self.decode_batch):
                 chunk = framed[start : start + self.decode_batch]
-                low_res = self._decode(embedding.tensor, image_pe, chunk)
+                low_res = self._decode(embedding.tensor, chunk)
                 out[start : start + chunk.shape[0]] = postprocess_logits(low_res, geometry).cpu().numpy()
                 self.n_decoder_calls += chunk.shape[0]
         return out
@@ -121,21 +122,12 @@ class Segmenter:
         """(N, H, W) bool masks: logits > 0, i.e. sigmoid > 0.5 as in the references."""
         return self.segment_logits(embedding, boxes) > 0
 
-    def _decode(self, tensor: torch.Tensor, image_pe: torch.Tensor, framed: np.ndarray) -> torch.Tensor:
+    def _decode(self, tensor: torch.Tensor, framed: np.ndarray) -> torch.Tensor:
         if self.runtime == "onnx":
             if self._onnx_decoder is None:
-                self._onnx_decoder = OnnxDecoder(self.parts.prompt_encoder, self.parts.mask_decoder, tensor)
+                self._onnx_decoder = OnnxDecoder(self._box_decoder, tensor)
             return self._onnx_decoder(tensor, framed)
-        box_t = torch.as_tensor(framed, dtype=torch.float32, device=self.device)
-        sparse, dense = self.parts.prompt_encoder(points=None, boxes=box_t, masks=None)
-        low_res, _ = self.parts.mask_decoder(
-            image_embeddings=tensor,
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
-        return low_res
+        return self._box_decoder(tensor, torch.as_tensor(framed, dtype=torch.float32, device=self.device))
 
     def _check_embedding(self, embedding: Embedding) -> None:
         if not isinstance(embedding, Embedding):
