@@ -22,12 +22,11 @@ import SimpleITK as sitk
 
 from nnunet_dfg.evaluation import dice
 from nnunet_dfg.nnunet_io import list_cases
+from nnunet_dfg.pipeline.command import DEMO_SEARCH_CONFIG
 from nnunet_dfg.prompt_search import largest_component_per_class, refine_slice
 from nnunet_dfg.refine.command import parse_search_config
 from nnunet_dfg.refine.predict_features import FeaturePredictor
 from nnunet_dfg.sam import load_segmenter
-
-DEMO_SEARCH_CONFIG = '{"presence_min_pixels": 40, "stage1_min_mask": 15}'
 
 
 def _paths(args) -> tuple[Path, Path, Path]:
@@ -53,6 +52,65 @@ def _search(pred, segmenter, config, lazy: bool):
     return labels, seconds, calls, present
 
 
+def measure(model: Path, images: Path, label_dir: Path, fold: str = "all", cases: int = 2,
+            search_config: str = DEMO_SEARCH_CONFIG, sam: str = "litemedsam", runtime: str = "auto",
+            plain: bool = True) -> dict:
+    """The figures listed in the module docstring; ``plain=False`` skips the (slow) plain search."""
+    predictor = FeaturePredictor(model, fold, use_mirroring=False)
+    config, _ = parse_search_config("dfg", search_config)
+    segmenter = load_segmenter(sam, runtime=runtime)
+    warm = segmenter.embed(np.zeros((64, 64), np.float32))  # ONNX export and first-call costs stay out of timings
+    segmenter.segment(warm, np.array([[8, 8, 40, 40]]))
+    ending = predictor.dataset_json["file_ending"]
+    chosen = list(list_cases(images, ending, len(predictor.dataset_json["channel_names"])).items())[:cases]
+    totals = dict(t_fast=0.0, t_plain=0.0, t_enc=0.0, calls_fast=0, calls_plain=0, slices=0, classes=0,
+                  identical=True)
+    quality = {"model": [], "dfg": [], "dfg_post": []}
+    classes = [c for c in predictor.label_manager.foreground_labels]
+    for case, files in chosen:
+        pred = predictor.predict_case(files)
+        fast, sec_fast, calls_fast, present = _search(pred, segmenter, config, lazy=True)
+        if plain:
+            slow, sec_plain, calls_plain, _ = _search(pred, segmenter, config, lazy=False)
+            totals["t_plain"] += sum(sec_plain.values())
+            totals["calls_plain"] += sum(calls_plain.values())
+            totals["identical"] &= bool(np.array_equal(fast, slow))
+        t = time.perf_counter()
+        for z in sec_fast:
+            segmenter.embed(pred.image[z])
+        totals["t_enc"] += time.perf_counter() - t
+        totals["t_fast"] += sum(sec_fast.values())
+        totals["calls_fast"] += sum(calls_fast.values())
+        totals["slices"] += len(sec_fast)
+        totals["classes"] += sum(present.values())
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(label_dir / f"{case}{ending}")))
+        model_label = predictor.to_original_grid(np.argmax(pred.probs, 0), pred.properties)
+        refined = predictor.to_original_grid(fast, pred.properties)
+        post = largest_component_per_class(refined, classes)
+        for key, lab in (("model", model_label), ("dfg", refined), ("dfg_post", post)):
+            quality[key].append([dice(lab == c, ref == c) for c in classes])
+        print(f"{case}: {len(sec_fast)} slices searched, fast {sum(sec_fast.values()):.1f} s"
+              + (f", plain {sum(sec_plain.values()):.1f} s" if plain else ""), flush=True)
+    n, k = max(totals["slices"], 1), max(totals["classes"], 1)
+    figures = {
+        "sam": segmenter.name, "runtime": segmenter.runtime, "slices_searched": totals["slices"],
+        "present_class_slices": totals["classes"], "encoder_only_s": round(totals["t_enc"], 2),
+        "fast_search_s": round(totals["t_fast"], 2),
+        "ratio_fast_over_encoder": round(totals["t_fast"] / max(totals["t_enc"], 1e-9), 2),
+        "decoder_calls_per_slice": {"fast": round(totals["calls_fast"] / n, 2)},
+        "decoder_calls_per_slice_and_class": {"fast": round(totals["calls_fast"] / k, 2)},
+        "pseudo_label_mean_dice": {key: round(float(np.mean(v)), 4) for key, v in quality.items()},
+        "pseudo_label_dice_per_class": {key: dict(zip([str(c) for c in classes], np.mean(v, 0).round(4).tolist()))
+                                        for key, v in quality.items()},
+    }
+    if plain:
+        figures.update(plain_search_s=round(totals["t_plain"], 2), fast_equals_plain=totals["identical"],
+                       ratio_plain_over_encoder=round(totals["t_plain"] / max(totals["t_enc"], 1e-9), 2))
+        figures["decoder_calls_per_slice"]["plain"] = round(totals["calls_plain"] / n, 2)
+        figures["decoder_calls_per_slice_and_class"]["plain"] = round(totals["calls_plain"] / k, 2)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", help="a `nnunet_dfg demo -o` folder")
@@ -66,56 +124,7 @@ def main() -> None:
     parser.add_argument("-o", help="also write the figures as JSON here")
     args = parser.parse_args()
     model, images, label_dir = _paths(args)
-    predictor = FeaturePredictor(model, args.f, use_mirroring=False)
-    config, _ = parse_search_config("dfg", args.search_config)
-    segmenter = load_segmenter(args.sam, runtime=args.runtime)
-    warm = segmenter.embed(np.zeros((64, 64), np.float32))  # ONNX export and first-call costs stay out of timings
-    segmenter.segment(warm, np.array([[8, 8, 40, 40]]))
-    ending = predictor.dataset_json["file_ending"]
-    cases = list(list_cases(images, ending, len(predictor.dataset_json["channel_names"])).items())[: args.cases]
-    totals = dict(t_fast=0.0, t_plain=0.0, t_enc=0.0, calls_fast=0, calls_plain=0, slices=0, classes=0,
-                  identical=True)
-    quality = {"model": [], "dfg": [], "dfg_post": []}
-    classes = [c for c in predictor.label_manager.foreground_labels]
-    for case, files in cases:
-        pred = predictor.predict_case(files)
-        fast, sec_fast, calls_fast, present = _search(pred, segmenter, config, lazy=True)
-        plain, sec_plain, calls_plain, _ = _search(pred, segmenter, config, lazy=False)
-        t = time.perf_counter()
-        for z in sec_fast:
-            segmenter.embed(pred.image[z])
-        totals["t_enc"] += time.perf_counter() - t
-        totals["t_fast"] += sum(sec_fast.values())
-        totals["t_plain"] += sum(sec_plain.values())
-        totals["calls_fast"] += sum(calls_fast.values())
-        totals["calls_plain"] += sum(calls_plain.values())
-        totals["slices"] += len(sec_fast)
-        totals["classes"] += sum(present.values())
-        totals["identical"] &= bool(np.array_equal(fast, plain))
-        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(label_dir / f"{case}{ending}")))
-        model_label = predictor.to_original_grid(np.argmax(pred.probs, 0), pred.properties)
-        refined = predictor.to_original_grid(fast, pred.properties)
-        post = largest_component_per_class(refined, classes)
-        for key, lab in (("model", model_label), ("dfg", refined), ("dfg_post", post)):
-            quality[key].append([dice(lab == c, ref == c) for c in classes])
-        print(f"{case}: {len(sec_fast)} slices searched, fast {sum(sec_fast.values()):.1f} s, "
-              f"plain {sum(sec_plain.values()):.1f} s", flush=True)
-    n, k = max(totals["slices"], 1), max(totals["classes"], 1)
-    figures = {
-        "sam": segmenter.name, "runtime": segmenter.runtime, "slices_searched": totals["slices"], "present_class_slices": totals["classes"],
-        "encoder_only_s": round(totals["t_enc"], 2), "fast_search_s": round(totals["t_fast"], 2),
-        "plain_search_s": round(totals["t_plain"], 2),
-        "ratio_fast_over_encoder": round(totals["t_fast"] / max(totals["t_enc"], 1e-9), 2),
-        "ratio_plain_over_encoder": round(totals["t_plain"] / max(totals["t_enc"], 1e-9), 2),
-        "decoder_calls_per_slice": {"fast": round(totals["calls_fast"] / n, 2),
-                                    "plain": round(totals["calls_plain"] / n, 2)},
-        "decoder_calls_per_slice_and_class": {"fast": round(totals["calls_fast"] / k, 2),
-                                              "plain": round(totals["calls_plain"] / k, 2)},
-        "fast_equals_plain": totals["identical"],
-        "pseudo_label_mean_dice": {key: round(float(np.mean(v)), 4) for key, v in quality.items()},
-        "pseudo_label_dice_per_class": {key: dict(zip([str(c) for c in classes], np.mean(v, 0).round(4).tolist()))
-                                        for key, v in quality.items()},
-    }
+    figures = measure(model, images, label_dir, args.f, args.cases, args.search_config, args.sam, args.runtime)
     print(json.dumps(figures, indent=2))
     if args.o:
         Path(args.o).write_text(json.dumps(figures, indent=2))

@@ -1,0 +1,158 @@
+"""The stage table over a grid of nnU-Net configurations x seeds x shift severities, on the synthetic benchmark.
+
+Why a grid: one demo run says little (nnU-Net training on the CPU is not deterministic and the schedules are
+short), so every figure in BENCHMARKS.md is a mean and spread over seeds. The source model depends only on the
+configuration and the seed, so it is trained once per pair and every severity's chain (FA -> refine -> ST, oracle)
+starts from it. Jobs run in a small thread pool of subprocesses (the pipeline's own resumable steps), so a killed
+benchmark resumes where it stopped.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nnunet_dfg.nnunet_io import read_json
+from nnunet_dfg.pipeline.command import DEMO_SEARCH_CONFIG
+from nnunet_dfg.pipeline.dfg import DFGPipeline, PipelineConfig
+from nnunet_dfg.pipeline.runner import Runner, Step, nnunet_environment
+from nnunet_dfg.pipeline.stage_table import stage_table
+
+SOURCE_ID = 701
+SOURCE_STEPS = ("plan_source", "train_source")
+
+
+@dataclass
+class GridSpec:
+    configurations: tuple[str, ...] = ("2d", "3d_fullres")
+    seeds: tuple[int, ...] = (0, 1)
+    severities: tuple[float, ...] = (0.3, 0.4, 0.5)
+    shape: tuple[int, int, int] = (12, 64, 64)
+    n_source: int = 8
+    n_target: int = 2
+    n_test: int = 2
+    # trainer-name suffixes (schedules) per configuration: the demo's in 2d, shorter ones for the 5x dearer 3D steps
+    variants: dict = field(default_factory=lambda: {"2d": ("_demo", "_demoFinetune"),
+                                                    "3d_fullres": ("_bench3d", "_bench3dFinetune")})
+    search_config: str = DEMO_SEARCH_CONFIG
+    workers: int = 2
+    memory_counts: tuple[int, ...] = (1, 2, 4)  # cases per refine run in the memory figure
+    timings: dict = field(default_factory=dict)
+
+    def target_id(self, severity: float) -> int:
+        return 702 + self.severities.index(severity)
+
+
+def _hidden(raw: Path, target_id: int) -> Path:
+    return raw / "_hidden_labels" / f"Dataset{target_id:03d}_DFGSynthTarget"
+
+
+def write_data(raw: Path, spec: GridSpec, seed: int) -> None:
+    """Source + one target per severity. Per-case generators come from the seed alone, so every severity's target
+    shows the same patients and the source is the same whichever severity wrote it."""
+    from nnunet_dfg.synthetic import write_benchmark
+    kw = dict(n_source=spec.n_source, n_target=spec.n_target, n_target_test=spec.n_test, seed=seed,
+              shape=spec.shape)
+    for i, severity in enumerate(spec.severities):
+        tid = spec.target_id(severity)
+        if (raw / f"Dataset{tid:03d}_DFGSynthTarget").exists():
+            continue
+        if i == 0:
+            write_benchmark(str(raw), source_id=SOURCE_ID, target_id=tid, severity=severity, **kw)
+            continue
+        scratch = Path(tempfile.mkdtemp(prefix=".grid_", dir=raw))
+        try:
+            write_benchmark(str(scratch), source_id=SOURCE_ID, target_id=tid, severity=severity, **kw)
+            _hidden(raw, tid).parent.mkdir(exist_ok=True)
+            shutil.move(str(_hidden(scratch, tid)), str(_hidden(raw, tid)))
+            shutil.move(str(scratch / f"Dataset{tid:03d}_DFGSynthTarget"), str(raw))  # last: "exists" = complete
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+class GridRun:
+    def __init__(self, spec: GridSpec, out: Path):
+        self.spec, self.out = spec, out
+
+    def root(self, configuration: str, seed: int) -> Path:
+        return self.out / f"{configuration}_seed{seed}"
+
+    def pipeline(self, configuration: str, seed: int, severity: float, work: Path) -> DFGPipeline:
+        s, root = self.spec, self.root(configuration, seed)
+        env = nnunet_environment(root / "nnunet")
+        tid = s.target_id(severity)
+        hidden = _hidden(Path(env["nnUNet_raw"]), tid)
+        variant, oracle_variant = s.variants[configuration]
+        cfg = PipelineConfig(source_id=SOURCE_ID, target_id=tid, configuration=configuration, variant=variant,
+                             oracle_variant=oracle_variant, target_labels_tr=hidden / "labelsTr",
+                             target_labels_ts=hidden / "labelsTs", search_config=s.search_config, sdg=False)
+        runner = Runner(work, env, quiet=True)
+        return DFGPipeline(cfg, runner, Path(env["nnUNet_raw"]), Path(env["nnUNet_results"]))
+
+    def source_job(self, configuration: str, seed: int) -> None:
+        root = self.root(configuration, seed)
+        p = self.pipeline(configuration, seed, self.spec.severities[0], root / "source")
+        raw = Path(p.runner.env["nnUNet_raw"])
+        steps = [Step("synthetic", action=lambda: write_data(raw, self.spec, seed))]
+        steps += [s for s in p.steps() if s.name in SOURCE_STEPS]
+        self._run(p.runner, steps, f"{configuration} seed {seed}: source")
+
+    def chain_job(self, configuration: str, seed: int, severity: float, source: Future) -> None:
+        source.result()  # the chain starts from this pair's source model
+        work = self.root(configuration, seed) / f"severity{severity:g}"
+        p = self.pipeline(configuration, seed, severity, work)
+        steps = [s for s in p.steps() if s.name not in SOURCE_STEPS]
+        self._run(p.runner, steps, f"{configuration} seed {seed} severity {severity:g}")
+
+    def _run(self, runner: Runner, steps: list[Step], label: str) -> None:
+        started = time.time()
+        for step in steps:
+            runner.run(step)
+        self.spec.timings[label] = {**runner.timings, "total": time.time() - started}
+        print(f"[grid] {label} done in {time.time() - started:.0f} s", flush=True)
+
+    def run(self) -> list[dict]:
+        s = self.spec
+        # dearest configuration first, so the pool ends on short jobs
+        order = sorted(s.configurations, key=lambda c: c != "3d_fullres")
+        with ThreadPoolExecutor(max_workers=s.workers) as pool:
+            # sources first: the queue is FIFO, so a chain waits only on a source that is running or done
+            sources = {(c, seed): pool.submit(self.source_job, c, seed) for c in order for seed in s.seeds}
+            chains = [pool.submit(self.chain_job, c, seed, sev, sources[c, seed])
+                      for c in order for seed in s.seeds for sev in s.severities]
+            for f in list(sources.values()) + chains:
+                f.result()
+        return self.results()
+
+    def results(self) -> list[dict]:
+        """One record per finished chain: its stage table and the refine reports' stage statistics."""
+        records = []
+        for c in self.spec.configurations:
+            for seed in self.spec.seeds:
+                for sev in self.spec.severities:
+                    work = self.root(c, seed) / f"severity{sev:g}"
+                    if not (work / "eval").is_dir():
+                        continue
+                    p = self.pipeline(c, seed, sev, work)
+                    records.append({"configuration": c, "seed": seed, "severity": sev,
+                                    "table": stage_table(work / "eval"),
+                                    "search": search_statistics(p.raw, p.cfg.pseudo_id("dfg"))})
+        return records
+
+
+def search_statistics(raw: Path, pseudo_id: int) -> dict:
+    """Per class, on how many searched slices the DFG search ended in each stage (from refine's reports)."""
+    from nnunet_dfg.nnunet_io import dataset_folder
+    totals: dict[str, dict[str, int]] = {}
+    labels: dict[str, str] = {}
+    for report in sorted((dataset_folder(raw, pseudo_id) / "dfg_refine" / "reports").glob("*.json")):
+        data = read_json(report)
+        labels = {str(v): k for k, v in data["labels"].items()}
+        for cls, counts in data["stages"].items():
+            row = totals.setdefault(labels.get(cls, cls), {})
+            for stage, n in counts.items():
+                row[stage] = row.get(stage, 0) + n
+    return totals

@@ -1,0 +1,140 @@
+"""Regenerates BENCHMARKS.md and its plots from scratch: the quality grid, then the speed figures.
+
+    .venv/bin/python benchmarks/run_all.py -o bench_out            # ~1 h on 2 CPU cores; writes ./BENCHMARKS.md
+    .venv/bin/python benchmarks/run_all.py -o bench_out --quick    # plumbing check in minutes (bench_out/BENCHMARKS.md)
+
+Resumable: every pipeline step and every finished phase leaves a marker in ``-o``, so a killed run continues.
+``--report-only`` re-renders the markdown from the JSON a run left. ``--gpu-figures FILE`` adds vit_b timings
+measured elsewhere (a JSON object of label -> figure).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from nnunet_dfg.nnunet_io import read_json, write_json_atomic
+from nnunet_dfg.pipeline.runner import nnunet_environment
+
+import plots
+import quality_grid
+import refine_speed
+import report
+import speed_ratios
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor() or "unknown CPU")
+    return f"{os.cpu_count()} CPU cores ({model})"
+
+
+def _phase(out: Path, name: str, compute):
+    """Run ``compute`` once; its JSON result is kept in ``out`` so a resumed run skips it."""
+    path = out / f"{name}.json"
+    if path.is_file():
+        return read_json(path)
+    started = time.time()
+    result = compute()
+    write_json_atomic(path, result)
+    print(f"[bench] {name} in {time.time() - started:.0f} s", flush=True)
+    return result
+
+
+def speed(grid: quality_grid.GridRun, out: Path, configuration: str) -> dict:
+    spec = grid.spec
+    severity = spec.severities[len(spec.severities) // 2]
+    p = grid.pipeline(configuration, spec.seeds[0], severity, out / "unused")
+    fa_model, source_model = p.model(p.cfg.target_id, "FA"), p.model(quality_grid.SOURCE_ID, "Source")
+    figures = {}
+    figures["refine"] = _phase(out, f"refine_{configuration}", lambda: {**refine_speed.measure(
+        fa_model, p.target_raw / "imagesTr", Path(p.cfg.target_labels_tr), cases=1,
+        search_config=spec.search_config, plain=False), "cases": 1})
+    figures["steps"] = _phase(out, f"steps_{configuration}", lambda: speed_ratios.step_ratios(
+        p.runner.env, configuration, p.cfg.target_id, p.cfg.pseudo_id("dfg"),
+        {"fa": p.cfg.trainer("FA"), "st": p.cfg.trainer("ST")},
+        {"source": source_model / f"fold_{p.cfg.source_fold}" / "checkpoint_final.pth",
+         "fa": fa_model / "fold_all" / "checkpoint_final.pth"}))
+    if configuration == "2d":
+        figures["tiling"] = _phase(out, "tiling", lambda: speed_ratios.tiling_savings(
+            source_model, p.cfg.source_fold, p.test_images))
+
+        def memory():
+            from nnunet_dfg.synthetic import write_benchmark
+            scratch = out / "memory"
+            images = scratch / "synthetic" / "Dataset702_DFGSynthTarget" / "imagesTr"
+            if not images.is_dir():
+                write_benchmark(str(scratch / "synthetic"), n_source=1, n_target=max(spec.memory_counts),
+                                n_target_test=0, severity=severity, seed=100, shape=spec.shape)
+            return speed_ratios.refine_memory(fa_model, images, scratch, p.runner.env, spec.search_config,
+                                              spec.memory_counts)
+        figures["memory"] = _phase(out, "memory", memory)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", required=True, help="work folder (models, logs, figures as JSON)")
+    parser.add_argument("--quick", action="store_true", help="one configuration, seed and severity, smoke schedules")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--gpu-figures", type=Path)
+    parser.add_argument("--workers", type=int, default=2, help="grid jobs run at the same time")
+    args = parser.parse_args()
+    out = Path(args.o).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    spec = quality_grid.GridSpec(workers=args.workers)
+    if args.quick:
+        spec = quality_grid.GridSpec(configurations=("2d",), seeds=(0,), severities=(0.4,), shape=(8, 48, 48),
+                                     n_source=5, variants={"2d": ("_test", "_test")}, workers=1,
+                                     memory_counts=(1, 2))
+    grid = quality_grid.GridRun(spec, out / "grid")
+    started = time.time()
+    if not args.report_only:
+        _phase(out, "grid", grid.run)
+        for configuration in spec.configurations:
+            speed(grid, out, configuration)
+        earlier = read_json(out / "meta.json")["wall_s"] if (out / "meta.json").is_file() else 0.0
+        wall = earlier + time.time() - started  # a resumed run adds its time to the killed one's
+        write_json_atomic(out / "meta.json", {"wall_s": wall, "date": date.today().isoformat(),
+                                              "machine": _machine()})
+    meta = {**read_json(out / "meta.json"), "shape": list(spec.shape), "n_source": spec.n_source,
+            "n_target": spec.n_target, "n_test": spec.n_test, "variants": spec.variants, "seeds": list(spec.seeds), "severities": list(spec.severities),
+            "configurations": list(spec.configurations),
+            "command": ".venv/bin/python benchmarks/run_all.py -o bench_out" + (" --quick" if args.quick else "")}
+    meta["wall_min"] = meta["wall_s"] / 60
+    records = read_json(out / "grid.json")
+    steps = {c: _read(out / f"steps_{c}.json") for c in spec.configurations}
+    speed_figures = {"refine": _read(out / "refine_2d.json"), "steps": {c: s for c, s in steps.items() if s},
+                     "tiling": _read(out / "tiling.json"), "memory": _read(out / "memory.json"),
+                     "gpu": read_json(args.gpu_figures) if args.gpu_figures else None}
+    target = out / "BENCHMARKS.md" if args.quick else REPO / "BENCHMARKS.md"
+    fig_dir = target.parent / "docs" / "benchmarks" if not args.quick else out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    plots.dice_by_severity(report.summarise(records), list(spec.configurations), list(spec.severities),
+                           fig_dir / "dice_by_severity.png")
+    figures = {"dice": str((fig_dir / "dice_by_severity.png").relative_to(target.parent))}
+    if speed_figures["refine"]:
+        plots.time_per_slice(speed_figures["refine"], speed_figures["memory"] or [], fig_dir / "time_per_slice.png")
+        figures["time"] = str((fig_dir / "time_per_slice.png").relative_to(target.parent))
+    analysis_file = Path(__file__).with_name("ANALYSIS.md")
+    text = report.render(meta, records, speed_figures, figures, analysis_file.read_text() if analysis_file.is_file()
+                         and not args.quick else "")
+    with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False, suffix=".partial") as f:
+        f.write(text)
+    os.replace(f.name, target)
+    print(f"written {target} ({(time.time() - started) / 60:.1f} min this run)")
+
+
+def _read(path: Path):
+    return read_json(path) if path.is_file() else None
+
+
+if __name__ == "__main__":
+    main()
