@@ -104,6 +104,8 @@ def evaluate_folders(pred_dir: str, ref_dir: str, labels: dict[str, int] | None 
     cases = sorted(f[: -len(file_ending)] for f in os.listdir(ref_dir) if f.endswith(file_ending))
     if not cases:
         raise FileNotFoundError(f"no *{file_ending} reference files in {ref_dir}")
+    if not any(f.endswith(file_ending) for f in os.listdir(pred_dir)):
+        raise FileNotFoundError(f"no *{file_ending} predictions in {pred_dir}")
     missing = [c for c in cases if not os.path.isfile(os.path.join(pred_dir, c + file_ending))]
     if missing:
         raise FileNotFoundError(f"prediction missing for case(s) {', '.join(missing)} in {pred_dir}")

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import UserError
+from .image_checks import check_case_images
 from .nnunet_io import atomic_folder, atomic_path, dataset_folder, env_folder, list_cases, read_json, write_json_atomic
 
 
@@ -116,6 +117,8 @@ def prepare_target(target_raw: Path, model_dir: Path, configurations: list[str] 
     dataset_json = target_dataset_json(source_dataset, len(cases), model_dir)
     dataset_json["dfg_labels_used"] = with_labels
     plans_manager = PlansManager(plans)
+    if any(not (out / plans_manager.get_configuration(c).data_identifier).is_dir() for c in configurations):
+        check_case_images(cases, plans_manager.image_reader_writer_class)  # all cases, before the first write
     for configuration in configurations:
         cm = plans_manager.get_configuration(configuration)
         final = out / cm.data_identifier

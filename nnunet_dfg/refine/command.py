@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..image_checks import check_case_images
 from ..nnunet_io import dataset_folder, env_folder, list_cases, read_json, resolve_model_folder
+from ..prepare_target import check_compatible
 from ..sam.open import open_segmenter
 from .layout import OutputDataset, check_resumable, output_dataset_json, resolve_output, write_dataset_json
 from .volume import PROMPTS, default_config, select_slices
@@ -164,6 +166,8 @@ def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dic
     model = _resolve_model(opts)
     images, target_name, target_id = _resolve_target(opts)
     model_dataset = read_json(model / "dataset.json")
+    if opts.images is None and (images.parent / "dataset.json").is_file():
+        check_compatible(model_dataset, read_json(images.parent / "dataset.json"))
     cases = list_cases(images, model_dataset["file_ending"], len(model_dataset["channel_names"]))
     mine = sorted(cases)[opts.part_id::opts.num_parts]
     outputs = []
@@ -181,8 +185,12 @@ def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dic
         outputs.append(_Output(prompt, configs[prompt][0], metadata, out, todo, n_done_before, figures))
     todo = [c for c in mine if any(c in o.todo for o in outputs)]
     predictor = None
-    if todo:  # load everything (and fail on bad models) before the first file is written
+    if todo:  # check the images, load everything (and fail on bad models) before the first file is written
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
         from .predict_features import FeaturePredictor
+        reader = PlansManager(str(model / "plans.json")).image_reader_writer_class
+        check_case_images({c: cases[c] for c in todo}, reader)
         predictor = FeaturePredictor(model, opts.fold, opts.checkpoint, opts.device, not opts.disable_tta,
                                      opts.step_size)
         segmenter = segmenter if segmenter is not None else open_segmenter(opts.sam, opts.device, opts.sam_mode)
@@ -206,7 +214,29 @@ def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dic
             summaries[o.prompt]["timings_s"][case] = report["timings_s"]
         if memo is not segmenter:
             memo.clear()
+    empty = [o for o in outputs if not _finish(o.out, cases)]
+    if empty:
+        names = ", ".join(o.out.root.name for o in empty)
+        raise UserError(f"the model predicts no foreground in any of the {len(cases)} case(s): an all-background "
+                        f"pseudo-label dataset is useless for self-training, so {names} was removed (check the "
+                        f"model, -f and -chk)")
     return summaries
+
+
+def _finish(out: OutputDataset, cases: dict) -> bool:
+    """Once every case of the dataset has its label (written by whichever part): clears what killed runs left in
+    ``.tmp/``, and discards the dataset if no case has any foreground. False when discarded."""
+    if not all(out.is_done(c) for c in cases):
+        return True
+    out.clear_tmp()
+    try:
+        if any(out.has_foreground(c) for c in cases):
+            return True
+    except UserError:  # a report vanished: a parallel part is discarding the dataset
+        if out.root.is_dir():
+            raise
+    out.discard()
+    return False
 
 
 def refine_case(case: str, files: list[Path], pred, predict_s: float, predictor, segmenter, output: _Output,

@@ -14,13 +14,14 @@ leave a half-written file where a finished one is expected.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 from pathlib import Path
 from typing import Mapping
 
 from ..errors import UserError
-from ..nnunet_io import atomic_path, read_json, write_json_atomic
+from ..nnunet_io import atomic_path, read_json
 
 METADATA_KEY = "dfg_pseudo_labels"
 
@@ -67,6 +68,34 @@ class OutputDataset:
         final.parent.mkdir(parents=True, exist_ok=True)
         with self.staged(final, final.suffix) as tmp:
             tmp.write_bytes(data)
+
+    def clear_tmp(self) -> None:
+        """Removes what killed runs left in ``.tmp/``. Only call once every case has its label: no part is
+        writing then (a case's label is its last file)."""
+        try:
+            leftovers = list(self.tmp.iterdir())
+        except FileNotFoundError:
+            return
+        for leftover in leftovers:
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+    def has_foreground(self, case: str) -> bool:
+        """Whether the case's final label has any foreground voxel (from its report, written before the label)."""
+        report = read_json(self.report_file(case))
+        return any(n > 0 for n in report["voxels"]["after_postprocessing"].values())
+
+    def discard(self) -> None:
+        """Removes the whole dataset: renamed away first, so nnU-Net never sees it half-deleted and a parallel
+        part that discards it too finds nothing (instead of failing halfway)."""
+        gone = self.root.with_name(f".{self.root.name}.discarded.{os.getpid()}")
+        try:
+            os.replace(self.root, gone)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(gone, ignore_errors=True)
 
     def add_images(self, files: list[Path], copy_files: bool) -> None:
         """Link (absolute symlink) or copy a case's channel files into imagesTr; existing ones are kept."""
@@ -129,4 +158,6 @@ def check_resumable(folder: Path, metadata: Mapping) -> None:
 
 
 def write_dataset_json(folder: Path, dataset: Mapping) -> None:
-    write_json_atomic(folder / "dataset.json", dict(dataset))
+    """Staged in ``dfg_refine/.tmp/`` like every other file (after :meth:`OutputDataset.create`), so a killed run
+    leaves no temporary file in the dataset's root where nnU-Net looks."""
+    OutputDataset(folder, "").write_bytes(json.dumps(dict(dataset), indent=2).encode(), Path(folder) / "dataset.json")

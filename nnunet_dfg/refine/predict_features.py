@@ -10,6 +10,7 @@ Caveat inherited from nnU-Net: the predictor accumulates in float16, features in
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,8 +105,10 @@ class FeaturePredictor:
                                          device=self.device, verbose=False, verbose_preprocessing=False,
                                          allow_tqdm=False)
         try:
-            self.predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(fold_value,),
-                                                                checkpoint_name=checkpoint)
+            with warnings.catch_warnings():  # nnU-Net's trainer search imports timm: deprecation noise on stderr
+                warnings.simplefilter("ignore", FutureWarning)
+                self.predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(fold_value,),
+                                                                    checkpoint_name=checkpoint)
         except (RuntimeError, KeyError, EOFError, OSError, ValueError) as e:
             raise UserError(f"cannot load {checkpoint_file}: {type(e).__name__}: {str(e).splitlines()[0]}") \
                 from None
