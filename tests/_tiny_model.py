@@ -11,6 +11,9 @@ from cli_env import nnunet_env, run
 
 TRAINER = "nnUNetTrainerDFG_Source_test"
 SOURCE_ID, TARGET_ID = 701, 702
+# The 2-epoch model is rarely confident and its features barely cluster: lower the presence test and the stage-1
+# similarity so that the search runs on every case and reaches stages 2 and 3.
+TINY_DFG = '{"presence_prob": 0.5, "presence_min_pixels": 20, "stage1_cos_threshold": 0.8}'
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,11 @@ class TinyModel:
         from nnunet_dfg.refine import RefineOptions
         base = dict(dataset=str(TARGET_ID), model=self.model_dir, fold="all", disable_tta=True, progress=False)
         return RefineOptions(**{**base, **kw})
+
+    def refine_args(self, *extra: str, dataset: int | str = TARGET_ID, model: Path | None = None) -> list[str]:
+        """``refine_options`` as ``nnunet_dfg refine`` arguments, for subprocess runs."""
+        return ["refine", "-d", str(dataset), "-m", str(model or self.model_dir), "-f", "all", "--disable-tta",
+                "--no-progress", *extra]
 
 
 def build_tiny_model(root: Path) -> TinyModel:

@@ -1,4 +1,5 @@
-"""Runs commands the way a user does: in a subprocess, with nnU-Net's environment variables and nothing else set."""
+"""Runs commands the way a user does: in a subprocess, with nnU-Net's environment variables and nothing else set;
+and the checks of the bad-input rule (one ``ERROR:`` line, exit status 2, nothing written)."""
 from __future__ import annotations
 
 import os
@@ -23,3 +24,29 @@ def run(cmd: list[str], env: dict, check: bool = True, timeout: int = 900) -> su
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def cli_command(args: list[str], stub_sam: bool = False) -> list[str]:
+    """``python -m nnunet_dfg.cli ARGS``; ``stub_sam``: the same CLI with SAM replaced by the test double
+    (``stub_sam_cli.py``), for runs whose subject is not SAM and that must stay fast."""
+    entry = [str(Path(__file__).with_name("stub_sam_cli.py"))] if stub_sam else ["-m", "nnunet_dfg.cli"]
+    return [sys.executable, *entry, *args]
+
+
+def cli(args: list[str], root: Path, timeout: int = 300, stub_sam: bool = False,
+        **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command(args, stub_sam), env=nnunet_env(root, **env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def snapshot(*roots: Path) -> list[str]:
+    """Every path under ``roots`` (files and folders): equal before and after means nothing was created."""
+    return sorted(str(p) for root in roots for p in Path(root).rglob("*"))
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, fragment: str) -> str:
+    """Exit status 2 and stderr exactly one ``ERROR: `` line containing ``fragment``; returns that line."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR: ") and fragment in lines[0], proc.stderr[-3000:]
+    return lines[0]

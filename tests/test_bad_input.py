@@ -2,25 +2,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from cli_env import nnunet_env
+from cli_env import assert_one_error_line, cli, snapshot
 
 SOURCE_DATASET = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "liver": 1}, "numTraining": 1,
                   "file_ending": ".nii.gz"}
-
-
-def _cli(args, root):
-    return subprocess.run([sys.executable, "-m", "nnunet_dfg.cli", *args], env=nnunet_env(root),
-                          capture_output=True, text=True, timeout=120)
-
-
-def _snapshot(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
 @pytest.fixture
@@ -37,62 +25,56 @@ def root(tmp_path):
     return tmp_path
 
 
-def _assert_one_line_error(proc, fragment: str):
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ERROR: ") and fragment in lines[0], proc.stderr
-
-
 def test_unknown_target_dataset_id(root):
-    before = _snapshot(root)
-    _assert_one_line_error(_cli(["prepare-target", "-d", "999", "-s", "701"], root), "unknown dataset id 999")
-    assert _snapshot(root) == before
+    before = snapshot(root)
+    assert_one_error_line(cli(["prepare-target", "-d", "999", "-s", "701"], root), "unknown dataset id 999")
+    assert snapshot(root) == before
 
 
 def test_unknown_source_dataset_id(root):
-    _assert_one_line_error(_cli(["prepare-target", "-d", "702", "-s", "705"], root), "unknown dataset id 705")
+    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "705"], root), "unknown dataset id 705")
 
 
 def test_channel_mismatch(root):
     ds = root / "raw/Dataset702_Tgt/dataset.json"
     ds.write_text(json.dumps({**SOURCE_DATASET, "channel_names": {"0": "CT", "1": "PET"}}))
-    before = _snapshot(root)
-    _assert_one_line_error(_cli(["prepare-target", "-d", "702", "-s", "701", "-c", "2d"], root), "channel mismatch")
-    assert _snapshot(root) == before
+    before = snapshot(root)
+    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701", "-c", "2d"], root), "channel mismatch")
+    assert snapshot(root) == before
 
 
 def test_file_ending_mismatch(root):
     ds = root / "raw/Dataset702_Tgt/dataset.json"
     ds.write_text(json.dumps({**SOURCE_DATASET, "file_ending": ".mha"}))
-    _assert_one_line_error(_cli(["prepare-target", "-d", "702", "-s", "701"], root), "file ending mismatch")
+    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701"], root), "file ending mismatch")
 
 
 def test_empty_image_folder(root):
     (root / "raw/Dataset702_Tgt/imagesTr/case_0000_0000.nii.gz").unlink()
-    before = _snapshot(root)
-    _assert_one_line_error(_cli(["prepare-target", "-d", "702", "-s", "701"], root), "no .nii.gz images")
-    assert _snapshot(root) == before
+    before = snapshot(root)
+    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701"], root), "no .nii.gz images")
+    assert snapshot(root) == before
 
 
 def test_case_missing_a_channel(root):
     (root / "raw/Dataset702_Tgt/imagesTr/case_0001_0001.nii.gz").write_bytes(b"x")
-    _assert_one_line_error(_cli(["prepare-target", "-d", "702", "-s", "701"], root), "case_0001 has channels [1]")
+    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701"], root), "case_0001 has channels [1]")
 
 
 def test_missing_model_folder(root):
-    _assert_one_line_error(_cli(["prepare-target", "-d", "702", "-s", "701", "-tr", "Nope", "-c", "2d"], root),
+    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701", "-tr", "Nope", "-c", "2d"], root),
                            "no trained source model")
-    _assert_one_line_error(_cli(["prepare-target", "-d", "702", "-s", "701", "-tr", "Nope"], root),
+    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701", "-tr", "Nope"], root),
                            "0 trained Nope__nnUNetPlans models")
 
 
 def test_evaluate_missing_folder(root):
-    _assert_one_line_error(_cli(["evaluate", "-pred", str(root / "nope"), "-ref", str(root)], root), "folder not found")
+    assert_one_error_line(cli(["evaluate", "-pred", str(root / "nope"), "-ref", str(root)], root), "folder not found")
 
 
 def test_synthetic_refuses_to_overwrite(root):
     (root / "raw/Dataset701_Src").mkdir()
-    proc = _cli(["synthetic", "--source-id", "701", "--shape", "8", "32", "32", "--n-source", "1", "--n-target", "1",
+    proc = cli(["synthetic", "--source-id", "701", "--shape", "8", "32", "32", "--n-source", "1", "--n-target", "1",
                  "--n-test", "1"], root)
     assert proc.returncode == 2 and proc.stderr.startswith("ERROR: ")
 
@@ -105,10 +87,10 @@ def test_folder_of_images_becomes_its_own_dataset(tmp_path, monkeypatch):
     images.mkdir()
     for case in ("a", "b"):
         (images / f"{case}_0000.nii.gz").write_bytes(b"img")
-    before = _snapshot(images)
+    before = snapshot(images)
     raw = tmp_path / "raw"
     out = link_folder_as_dataset(images, 650, "MyCT", ".nii.gz", 1, raw_root=raw)
-    assert out == raw / "Dataset650_MyCT" and _snapshot(images) == before
+    assert out == raw / "Dataset650_MyCT" and snapshot(images) == before
     assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["a_0000.nii.gz", "b_0000.nii.gz"]
     assert (out / "imagesTr" / "a_0000.nii.gz").resolve() == images / "a_0000.nii.gz"
     assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from conftest import tiny_copy
-from _tiny_model import ThresholdSegmenter, TinyModel
+from _tiny_model import TINY_DFG, ThresholdSegmenter, TinyModel
 from cli_env import BIN
 from nnunet_dfg.errors import UserError
 from nnunet_dfg.prompt_search import DFGConfig, SDGConfig
@@ -25,9 +25,6 @@ from nnunet_dfg.refine import RefineOptions, refine_dataset, refine_volume, sele
 
 CASES = ["case_0000", "case_0001", "case_0002"]
 TARGET_NAME = "DFGSynthTarget"
-# The 2-epoch model is rarely confident and its features barely cluster: lower the presence test and the stage-1
-# similarity so that the search runs on every case and reaches stages 2 and 3.
-TINY_DFG = '{"presence_prob": 0.5, "presence_min_pixels": 20, "stage1_cos_threshold": 0.8}'
 
 
 @pytest.fixture(scope="module")
