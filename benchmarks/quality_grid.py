@@ -25,22 +25,41 @@ SOURCE_ID = 701
 SOURCE_STEPS = ("plan_source", "train_source")
 
 
+# DEMO_SEARCH_CONFIG's pixel thresholds are for 64 px slices; scaled by area for 48 px ones
+SEARCH_CONFIG_48PX = '{"presence_min_pixels": 22, "stage1_min_mask": 8}'
+
+
+@dataclass(frozen=True)
+class ConfigSetting:
+    """What one nnU-Net configuration is benchmarked on: volume shape, trainer schedules, search thresholds."""
+
+    shape: tuple[int, int, int]
+    variant: str  # trainer-name suffix of the source, FA and ST trainers
+    oracle_variant: str
+    search_config: str
+
+
+# A 3D step with its augmentation costs several 2D steps on the CPU, so 3d_fullres gets smaller volumes and
+# shorter schedules: the whole grid must fit an hour on 2 cores.
+DEFAULT_SETTINGS = {"2d": ConfigSetting((12, 64, 64), "_bench", "_benchFinetune", DEMO_SEARCH_CONFIG),
+                    "3d_fullres": ConfigSetting((8, 48, 48), "_bench3d", "_bench3dFinetune", SEARCH_CONFIG_48PX)}
+
+
 @dataclass
 class GridSpec:
-    configurations: tuple[str, ...] = ("2d", "3d_fullres")
+    settings: dict = field(default_factory=lambda: dict(DEFAULT_SETTINGS))
     seeds: tuple[int, ...] = (0, 1)
     severities: tuple[float, ...] = (0.3, 0.4, 0.5)
-    shape: tuple[int, int, int] = (12, 64, 64)
     n_source: int = 8
     n_target: int = 2
     n_test: int = 2
-    # trainer-name suffixes (schedules) per configuration: the demo's in 2d, shorter ones for the 5x dearer 3D steps
-    variants: dict = field(default_factory=lambda: {"2d": ("_demo", "_demoFinetune"),
-                                                    "3d_fullres": ("_bench3d", "_bench3dFinetune")})
-    search_config: str = DEMO_SEARCH_CONFIG
     workers: int = 2
     memory_counts: tuple[int, ...] = (1, 2, 4)  # cases per refine run in the memory figure
     timings: dict = field(default_factory=dict)
+
+    @property
+    def configurations(self) -> tuple[str, ...]:
+        return tuple(self.settings)
 
     def target_id(self, severity: float) -> int:
         return 702 + self.severities.index(severity)
@@ -50,12 +69,11 @@ def _hidden(raw: Path, target_id: int) -> Path:
     return raw / "_hidden_labels" / f"Dataset{target_id:03d}_DFGSynthTarget"
 
 
-def write_data(raw: Path, spec: GridSpec, seed: int) -> None:
+def write_data(raw: Path, spec: GridSpec, seed: int, shape: tuple[int, int, int]) -> None:
     """Source + one target per severity. Per-case generators come from the seed alone, so every severity's target
     shows the same patients and the source is the same whichever severity wrote it."""
     from nnunet_dfg.synthetic import write_benchmark
-    kw = dict(n_source=spec.n_source, n_target=spec.n_target, n_target_test=spec.n_test, seed=seed,
-              shape=spec.shape)
+    kw = dict(n_source=spec.n_source, n_target=spec.n_target, n_target_test=spec.n_test, seed=seed, shape=shape)
     for i, severity in enumerate(spec.severities):
         tid = spec.target_id(severity)
         if (raw / f"Dataset{tid:03d}_DFGSynthTarget").exists():
@@ -85,10 +103,11 @@ class GridRun:
         env = nnunet_environment(root / "nnunet")
         tid = s.target_id(severity)
         hidden = _hidden(Path(env["nnUNet_raw"]), tid)
-        variant, oracle_variant = s.variants[configuration]
-        cfg = PipelineConfig(source_id=SOURCE_ID, target_id=tid, configuration=configuration, variant=variant,
-                             oracle_variant=oracle_variant, target_labels_tr=hidden / "labelsTr",
-                             target_labels_ts=hidden / "labelsTs", search_config=s.search_config, sdg=False)
+        setting = s.settings[configuration]
+        cfg = PipelineConfig(source_id=SOURCE_ID, target_id=tid, configuration=configuration,
+                             variant=setting.variant, oracle_variant=setting.oracle_variant,
+                             target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
+                             search_config=setting.search_config, sdg=False, predict_workers=0)
         runner = Runner(work, env, quiet=True)
         return DFGPipeline(cfg, runner, Path(env["nnUNet_raw"]), Path(env["nnUNet_results"]))
 
@@ -96,7 +115,8 @@ class GridRun:
         root = self.root(configuration, seed)
         p = self.pipeline(configuration, seed, self.spec.severities[0], root / "source")
         raw = Path(p.runner.env["nnUNet_raw"])
-        steps = [Step("synthetic", action=lambda: write_data(raw, self.spec, seed))]
+        shape = self.spec.settings[configuration].shape
+        steps = [Step("synthetic", action=lambda: write_data(raw, self.spec, seed, shape))]
         steps += [s for s in p.steps() if s.name in SOURCE_STEPS]
         self._run(p.runner, steps, f"{configuration} seed {seed}: source")
 

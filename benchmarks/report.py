@@ -154,15 +154,17 @@ def render(meta: dict, records: list[dict], speed: dict, figures: dict, analysis
     severities = sorted({r["severity"] for r in records})
     summary = summarise(records)
     goal_lines, _ = goal_checks(records)
-    schedules = ", ".join(f"`{c}` {v[0]} / {v[1]}" for c, v in meta["variants"].items())
+    settings = "; ".join(f"`{c}`: volumes {' x '.join(map(str, v['shape']))}, trainers `*{v['variant']}`, oracle "
+                         f"`*{v['oracle_variant']}`, search thresholds `{v['search_config']}`"
+                         for c, v in meta["settings"].items())
     out = ["# Benchmarks", "",
            f"Regenerate with `{meta['command']}` (from scratch; this run: {meta['wall_min']:.0f} min on "
            f"{meta['machine']}, {meta['date']}).", "",
            "## Setting", "",
-           f"Synthetic MRI→CT-like benchmark (`nnunet_dfg synthetic`), volumes {meta['shape']}, {meta['n_source']} "
+           f"Synthetic MRI→CT-like benchmark (`nnunet_dfg synthetic`): {meta['n_source']} "
            f"labelled source images, {meta['n_target']} unlabelled target images (adaptation; the pseudo_* rows are "
-           f"measured on them), {meta['n_test']} held-out target test images (all other rows). Schedules (trainer "
-           f"suffix, oracle's suffix): {schedules}; segmenter LiteMedSAM. Seeds "
+           f"measured on them), {meta['n_test']} held-out target test images (all other rows). {settings} "
+           "(trainer schedules: README, *Trainers and their variants*); segmenter LiteMedSAM. Seeds "
            f"{meta['seeds']}, severities {meta['severities']}, configurations {meta['configurations']}. Each "
            "model is its run's last checkpoint; target labels are read only by the evaluation and the oracle.", "",
            "## Quality: mean Dice per stage (mean ± spread over seeds)", ""]

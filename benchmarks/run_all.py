@@ -52,11 +52,12 @@ def speed(grid: quality_grid.GridRun, out: Path, configuration: str) -> dict:
     spec = grid.spec
     severity = spec.severities[len(spec.severities) // 2]
     p = grid.pipeline(configuration, spec.seeds[0], severity, out / "unused")
+    setting = spec.settings[configuration]
     fa_model, source_model = p.model(p.cfg.target_id, "FA"), p.model(quality_grid.SOURCE_ID, "Source")
     figures = {}
     figures["refine"] = _phase(out, f"refine_{configuration}", lambda: {**refine_speed.measure(
         fa_model, p.target_raw / "imagesTr", Path(p.cfg.target_labels_tr), cases=1,
-        search_config=spec.search_config, plain=False), "cases": 1})
+        search_config=setting.search_config, plain=False), "cases": 1})
     figures["steps"] = _phase(out, f"steps_{configuration}", lambda: speed_ratios.step_ratios(
         p.runner.env, configuration, p.cfg.target_id, p.cfg.pseudo_id("dfg"),
         {"fa": p.cfg.trainer("FA"), "st": p.cfg.trainer("ST")},
@@ -72,8 +73,8 @@ def speed(grid: quality_grid.GridRun, out: Path, configuration: str) -> dict:
             images = scratch / "synthetic" / "Dataset702_DFGSynthTarget" / "imagesTr"
             if not images.is_dir():
                 write_benchmark(str(scratch / "synthetic"), n_source=1, n_target=max(spec.memory_counts),
-                                n_target_test=0, severity=severity, seed=100, shape=spec.shape)
-            return speed_ratios.refine_memory(fa_model, images, scratch, p.runner.env, spec.search_config,
+                                n_target_test=0, severity=severity, seed=100, shape=setting.shape)
+            return speed_ratios.refine_memory(fa_model, images, scratch, p.runner.env, setting.search_config,
                                               spec.memory_counts)
         figures["memory"] = _phase(out, "memory", memory)
     return figures
@@ -91,8 +92,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     spec = quality_grid.GridSpec(workers=args.workers)
     if args.quick:
-        spec = quality_grid.GridSpec(configurations=("2d",), seeds=(0,), severities=(0.4,), shape=(8, 48, 48),
-                                     n_source=5, variants={"2d": ("_test", "_test")}, workers=1,
+        quick = quality_grid.ConfigSetting((8, 48, 48), "_test", "_test", quality_grid.SEARCH_CONFIG_48PX)
+        spec = quality_grid.GridSpec(settings={"2d": quick}, seeds=(0,), severities=(0.4,), n_source=5, workers=1,
                                      memory_counts=(1, 2))
     grid = quality_grid.GridRun(spec, out / "grid")
     started = time.time()
@@ -104,8 +105,9 @@ def main() -> None:
         wall = earlier + time.time() - started  # a resumed run adds its time to the killed one's
         write_json_atomic(out / "meta.json", {"wall_s": wall, "date": date.today().isoformat(),
                                               "machine": _machine()})
-    meta = {**read_json(out / "meta.json"), "shape": list(spec.shape), "n_source": spec.n_source,
-            "n_target": spec.n_target, "n_test": spec.n_test, "variants": spec.variants, "seeds": list(spec.seeds), "severities": list(spec.severities),
+    meta = {**read_json(out / "meta.json"), "n_source": spec.n_source, "n_target": spec.n_target,
+            "n_test": spec.n_test, "settings": {c: vars(v) for c, v in spec.settings.items()},
+            "seeds": list(spec.seeds), "severities": list(spec.severities),
             "configurations": list(spec.configurations),
             "command": ".venv/bin/python benchmarks/run_all.py -o bench_out" + (" --quick" if args.quick else "")}
     meta["wall_min"] = meta["wall_s"] / 60

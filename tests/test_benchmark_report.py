@@ -53,7 +53,8 @@ def test_search_table_shares_exclude_absent(records):
 
 def test_render_and_plots(records, tmp_path):
     meta = {"command": "run_all.py -o x", "wall_min": 42.0, "machine": "2 CPU cores", "date": "2026-11-23",
-            "shape": [12, 64, 64], "n_source": 8, "n_target": 2, "n_test": 2, "variants": {"2d": ["_demo", "_f"]},
+            "n_source": 8, "n_target": 2, "n_test": 2,
+            "settings": {"2d": {"shape": [12, 64, 64], "variant": "_b", "oracle_variant": "_f", "search_config": "{}"}},
             "seeds": [0, 1], "severities": [0.3, 0.5], "configurations": ["2d"]}
     memory = [{"cases": 1, "slices": 12, "peak_rss_mb": 2000, "wall_s": 30.0, "s_per_slice": 2.5},
               {"cases": 4, "slices": 48, "peak_rss_mb": 2004, "wall_s": 80.0, "s_per_slice": 1.67}]

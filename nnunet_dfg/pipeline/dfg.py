@@ -39,6 +39,7 @@ class PipelineConfig:
     sdg_tile: int = 1  # 2: 2x2 slices per encoder pass (costs accuracy with LiteMedSAM's 256 px input)
     finetune_epochs: int = 3
     finetune_max_slices: int = 60  # source slices whose embeddings the decoder fine-tuning uses
+    predict_workers: int = 1  # nnUNetv2_predict -npp/-nps; 0 predicts in one process (no worker start-up costs)
 
     def pseudo_id(self, prompt: str) -> int:
         return self.target_id + OUT_ID_OFFSET[prompt]  # refine's default output ids
@@ -73,7 +74,8 @@ class DFGPipeline:
         c = self.cfg
         cmd = lambda: ["nnUNetv2_predict", "-i", str(self.test_images), "-o", str(self.predictions / stage),  # noqa
                        "-d", str(dataset), "-c", c.configuration, "-f", fold, "-tr", c.trainer(phase), "-p",
-                       c.plans, "-device", c.device, "-npp", "1", "-nps", "1"] + (["--disable_tta"] if c.disable_tta else [])
+                       c.plans, "-device", c.device, "-npp", str(c.predict_workers),
+                       "-nps", str(c.predict_workers)] + (["--disable_tta"] if c.disable_tta else [])
         return Step(f"predict_{stage}", cmd)
 
     def evaluate(self, stage: str, pred, ref: Path) -> Step:

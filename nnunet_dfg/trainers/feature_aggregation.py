@@ -115,8 +115,10 @@ make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_test", "Smoke-test length
              num_epochs=2, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)
 make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_demo", "Reference schedule on the synthetic demo.",
              num_epochs=32, num_iterations_per_epoch=5, num_val_iterations_per_epoch=1)
-make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_bench3d", "The benchmark's 3d_fullres schedule (half the reference).",
-             num_epochs=16, num_iterations_per_epoch=5, num_val_iterations_per_epoch=1)
+make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_bench", "Benchmark, 2d (the reference's 160 iterations).",
+             num_epochs=32, num_iterations_per_epoch=5, num_val_iterations_per_epoch=1)
+make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_bench3d", "Benchmark, 3d_fullres (a quarter of the reference).",
+             num_epochs=8, num_iterations_per_epoch=5, num_val_iterations_per_epoch=1)
 make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_lr1e5",
              "The third-party reproduction's setting for prostate (lr 1e-5).", initial_lr=1e-5)
 make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_tau01", "Sharper transport plans (tau 0.1).", fa_tau=0.1)

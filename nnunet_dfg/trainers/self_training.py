@@ -37,5 +37,7 @@ make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_test", "Smoke-test length
              num_epochs=2, num_iterations_per_epoch=2, decay_every=2, num_val_iterations_per_epoch=1)
 make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_demo", "Sized for the synthetic demo on 2 CPU cores.",
              num_epochs=6, num_iterations_per_epoch=20, decay_every=20, num_val_iterations_per_epoch=2)
-make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_bench3d", "The benchmark's 3d_fullres schedule.",
-             num_epochs=3, num_iterations_per_epoch=20, decay_every=20, num_val_iterations_per_epoch=2)
+make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_bench", "Benchmark, 2d.",
+             num_epochs=4, num_iterations_per_epoch=20, decay_every=20, num_val_iterations_per_epoch=2)
+make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_bench3d", "Benchmark, 3d_fullres.",
+             num_epochs=2, num_iterations_per_epoch=20, decay_every=20, num_val_iterations_per_epoch=2)

@@ -32,10 +32,15 @@ make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_demo",
 make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_demoFinetune",
              "The demo's oracle: fine-tuning the source model on labelled target volumes (8 epochs).",
              num_epochs=8, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
+# the benchmark's schedules (BENCHMARKS.md): 2 configurations x 2 seeds x 3 severities must fit an hour on 2 cores
+make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_bench", "Benchmark, 2d.",
+             num_epochs=12, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
+make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_benchFinetune", "Benchmark oracle, 2d.",
+             num_epochs=5, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
 make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_bench3d",
-             "The benchmark's 3d_fullres schedule (a 3D step costs ~5 2D steps on the CPU).",
-             num_epochs=10, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
-make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_bench3dFinetune", "The benchmark's 3d_fullres oracle.",
-             num_epochs=3, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
+             "Benchmark, 3d_fullres (a 3D step with its augmentation costs several 2D steps on the CPU).",
+             num_epochs=6, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
+make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_bench3dFinetune", "Benchmark oracle, 3d_fullres.",
+             num_epochs=2, num_iterations_per_epoch=20, num_val_iterations_per_epoch=2)
 make_variant(nnUNetTrainerDFG_Source, "nnUNetTrainerDFG_Source_test", "Smoke-test length: plumbing, not accuracy.",
              num_epochs=2, num_iterations_per_epoch=3, num_val_iterations_per_epoch=2)
