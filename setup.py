@@ -53,6 +53,7 @@ setup(
         "batchgenerators>=0.25.1",
         "batchgeneratorsv2>=0.3.0",
         "SimpleITK>=2.2",
+        "nibabel",  # image checks: SimpleITK reads NaN/inf in NIfTI files as 0
         "scikit-image>=0.21",
         "scipy",
         "numpy",
