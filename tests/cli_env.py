@@ -2,6 +2,7 @@
 and the checks of the bad-input rule (one ``ERROR:`` line, exit status 2, nothing written)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -50,3 +51,10 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, fragment: str) -> s
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ERROR: ") and fragment in lines[0], proc.stderr[-3000:]
     return lines[0]
+
+
+def tree_hashes(*folders: Path) -> dict[str, str]:
+    """sha256 of every file (a mark for every folder) below ``folders``, by path relative to its folder: equal
+    before and after means nothing was changed, added or removed."""
+    return {f"{i}/{p.relative_to(folder)}": hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for i, folder in enumerate(folders) for p in sorted(Path(folder).rglob("*"))}

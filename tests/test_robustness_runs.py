@@ -7,7 +7,6 @@ Models that predict nothing / never class 3 are real nnU-Net checkpoints with ed
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -23,7 +22,7 @@ import torch
 
 from conftest import tiny_copy
 from _tiny_model import TINY_DFG, ThresholdSegmenter, TinyModel
-from cli_env import assert_one_error_line, cli, cli_command, nnunet_env, snapshot
+from cli_env import assert_one_error_line, cli, cli_command, nnunet_env, snapshot, tree_hashes
 
 TARGET = "Dataset702_DFGSynthTarget"
 CASES = ["case_0000", "case_0001", "case_0002"]
@@ -70,12 +69,6 @@ def _assert_complete_and_clean(out: Path, reference: Path) -> None:
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
-def _hashes(*folders: Path) -> dict[str, str]:
-    """sha256 of every file and a mark for every folder below ``folders``: equal means unchanged, none added."""
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
-            for folder in folders for p in sorted(folder.rglob("*"))}
-
-
 def _edited_model(tiny: TinyModel, name: str, never: list[int]) -> Path:
     """A copy of the tiny model that can never predict the classes ``never``: one feature channel (the one the
     prototypes weigh least) of the last decoder stage is made constant 1 (its norm's scale 0, shift 1) and dropped
@@ -109,7 +102,7 @@ def reference(tiny):
     """Hashes of the raw datasets, then prepare-target, refine and prepare-target --labels of the pseudo-labels
     (the file-handling steps of DFG 2-5, as a user chains them)."""
     raw = [tiny.raw / TARGET, tiny.raw / "Dataset701_DFGSynthSource", tiny.raw / "_hidden_labels"]
-    before = _hashes(*raw)
+    before = tree_hashes(*raw)
     model = ["-m", str(tiny.model_dir), "-c", "2d"]
     _run(tiny, ["prepare-target", "-d", "702", *model], stub_sam=False)
     _run(tiny, tiny.refine_args("--out-id", "850", "--search-config", TINY_DFG))
@@ -118,7 +111,7 @@ def reference(tiny):
 
 
 def test_raw_datasets_unchanged_by_prepare_refine_prepare(tiny, reference):
-    assert _hashes(*reference["raw"]) == reference["before"]
+    assert tree_hashes(*reference["raw"]) == reference["before"]
     assert sorted(p.name for p in (reference["out"] / "labelsTr").iterdir()) == [f"{c}.nii.gz" for c in CASES]
     assert (tiny.root / "pre/Dataset850_DFGSynthTargetPseudoDFG/gt_segmentations/case_0002.nii.gz").is_file()
 

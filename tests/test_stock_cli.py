@@ -13,7 +13,7 @@ import shutil
 import pytest
 import torch
 
-from cli_env import nnunet_env, run
+from cli_env import nnunet_env, run, tree_hashes
 
 @pytest.fixture(scope="module", params=["2d", "3d_fullres"])
 def chain(request, tmp_path_factory):
@@ -22,6 +22,8 @@ def chain(request, tmp_path_factory):
     env = nnunet_env(root)
     run(["nnunet_dfg", "synthetic", "--n-source", "5", "--n-target", "3", "--n-test", "1", "--shape", "12", "48", "48"],
         env)
+    raw = [root / "raw" / name for name in ("Dataset701_DFGSynthSource", "Dataset702_DFGSynthTarget", "_hidden_labels")]
+    raw_before = tree_hashes(*raw)
     run(["nnUNetv2_plan_and_preprocess", "-d", "701", "-c", config, "-np", "1"], {**env, "nnUNet_n_proc_DA": "1"})
     run(["nnUNetv2_train", "701", config, "0", "-tr", "nnUNetTrainerDFG_Source_test", "-device", "cpu"], env)
     source_model = root / "res/Dataset701_DFGSynthSource" / f"nnUNetTrainerDFG_Source_test__nnUNetPlans__{config}"
@@ -42,8 +44,9 @@ def chain(request, tmp_path_factory):
     ev = run(["nnunet_dfg", "evaluate", "-pred", str(pred), "-ref",
               str(root / "raw/_hidden_labels/Dataset702_DFGSynthTarget/labelsTs")], env)
     fa_model = root / "res/Dataset702_DFGSynthTarget" / f"nnUNetTrainerDFG_FA_test__nnUNetPlans__{config}"
+    raw[0] = hidden / "raw"  # moved, not changed
     return dict(root=root, env=env, source_ckpt=source_ckpt, fa_model=fa_model, pred=pred, prep=prep, fa=fa, ev=ev,
-                config=config)
+                config=config, raw=raw, raw_before=raw_before)
 
 
 def test_hook_registered_trainers_without_manual_variable(chain):
@@ -136,3 +139,5 @@ def test_refine_then_self_training_through_stock_commands(chain):
          "-c", "2d", "-f", "all", "-tr", "nnUNetTrainerDFG_ST_test", "-device", "cpu", "--disable_tta",
          "-npp", "1", "-nps", "1"], env)
     assert (pred / "case_0003.nii.gz").is_file()
+    # the whole chain, source training to self-trained prediction, left every raw dataset as it was
+    assert tree_hashes(*chain["raw"]) == chain["raw_before"]

@@ -1,0 +1,90 @@
+"""Re-runs the DFG refinement of a finished benchmark grid with other search settings and scores the pseudo-labels.
+
+Why: the grid's stage table says whether the refined pseudo-labels beat the FA model, not why. ``no_search``
+(every class "absent", so the pseudo-label is the FA model's argmax plus the connectivity post-processing)
+isolates what the SAM search adds; lower presence thresholds test whether the search is starved of classes on
+small, low-confidence slices. Target labels are read only to score. Appended to BENCHMARKS.md by hand.
+
+    .venv/bin/python benchmarks/search_ablation.py -o bench_out [-c 2d 3d_fullres]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_dfg.evaluation import evaluate_folders
+from nnunet_dfg.nnunet_io import dataset_folder, read_json, write_json_atomic
+
+import quality_grid
+
+BIN = Path(sys.executable).parent
+# no_search: every class "absent", the pseudo-label is the FA argmax (+ post-processing), no SAM call.
+# presence_13: the reference's 200 confident pixels scaled by slice area from 256 px to 64 px (the shipped 40
+# scales it by organ size, which starves the search of small, low-confidence organs).
+VARIANTS = {"no_search": {"presence_min_pixels": 10 ** 9}, "presence_13": {"presence_min_pixels": 13},
+            "presence_prob_0.5": {"presence_prob": 0.5}}
+ABLATION_OFFSET = 150  # output ids: target + 150, removed after scoring
+
+
+def ablate(grid: quality_grid.GridRun, configuration: str, seed: int, severity: float, name: str,
+           overrides: dict) -> dict:
+    p = grid.pipeline(configuration, seed, severity, grid.root(configuration, seed) / f"severity{severity:g}")
+    config = {**json.loads(grid.spec.settings[configuration].search_config), **overrides}
+    out_id = p.cfg.target_id + ABLATION_OFFSET
+    cmd = [str(BIN / "nnunet_dfg"), "refine", "-d", str(p.cfg.target_id), "-c", configuration, "-f", "all", "-tr",
+           p.cfg.trainer("FA"), "--prompt", "dfg", "--search-config", json.dumps(config), "--out-id", str(out_id),
+           "--name", "Ablation", "--disable-tta", "--no-progress"]
+    proc = subprocess.run(cmd, env=p.runner.env, capture_output=True, text=True)
+    out = p.raw / f"Dataset{out_id:03d}_Ablation"
+    try:
+        if proc.returncode != 0:
+            return {"error": proc.stderr.strip().splitlines()[-1:]}
+        labels = {k: v for k, v in read_json(p.target_raw / "dataset.json")["labels"].items() if k != "background"}
+        scores = {stage: evaluate_folders(str(folder), str(p.cfg.target_labels_tr), labels=labels)
+                  for stage, folder in (("raw", out / "dfg_refine/labels_raw"), ("post", out / "labelsTr"))}
+        return {stage: {"mean_dice": r["mean_dice"], "per_class": {c: v["dice"] for c, v in r["per_class"].items()}}
+                for stage, r in scores.items()}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", required=True, help="the benchmark's work folder (run_all.py -o)")
+    parser.add_argument("-c", nargs="+", default=["2d"], help="configurations to re-run")
+    args = parser.parse_args()
+    out = Path(args.o).resolve()
+    grid = quality_grid.GridRun(quality_grid.GridSpec(), out / "grid")
+    path = out / "search_ablation.json"
+    results = read_json(path) if path.is_file() else {}
+    for record in read_json(out / "grid.json"):
+        if record["configuration"] not in args.c:
+            continue
+        key = f"{record['configuration']} seed {record['seed']} severity {record['severity']:g}"
+        table = record["table"]
+        row = results.setdefault(key, {"shipped": {stage: {"mean_dice": table[f"pseudo_dfg_{stage}"]["mean_dice"],
+                                                           "per_class": {c: v["dice"] for c, v in table[
+                                                               f"pseudo_dfg_{stage}"]["per_class"].items()}}
+                                                   for stage in ("raw", "post")}})
+        for name, overrides in VARIANTS.items():
+            if name not in row:
+                row[name] = ablate(grid, record["configuration"], record["seed"], record["severity"], name, overrides)
+                write_json_atomic(path, results)
+        print(key, {n: (round(v["raw"]["mean_dice"], 3), round(v["post"]["mean_dice"], 3))
+                    for n, v in row.items() if "error" not in v}, flush=True)
+    names = ["shipped", *VARIANTS]
+    print("\nmean over runs (raw / post-processed pseudo-label Dice):")
+    for name in names:
+        done = [r[name] for r in results.values() if name in r and "error" not in r[name]]
+        raw, post = ([d[stage]["mean_dice"] for d in done] for stage in ("raw", "post"))
+        print(f"  {name:<20} {np.mean(raw):.3f} / {np.mean(post):.3f}  ({len(done)} runs)")
+
+
+if __name__ == "__main__":
+    main()
