@@ -53,7 +53,7 @@ class GridSpec:
     n_source: int = 8
     n_target: int = 2
     n_test: int = 2
-    workers: int = 2
+    workers: int = 1
     memory_counts: tuple[int, ...] = (1, 2, 4)  # cases per refine run in the memory figure
     timings: dict = field(default_factory=dict)
 

@@ -159,7 +159,7 @@ def render(meta: dict, records: list[dict], speed: dict, figures: dict, analysis
                          for c, v in meta["settings"].items())
     out = ["# Benchmarks", "",
            f"Regenerate with `{meta['command']}` (from scratch; this run: {meta['wall_min']:.0f} min on "
-           f"{meta['machine']}, {meta['date']}).", "",
+           f"{meta['machine']}, {meta['date']}). {meta.get('note', '')}", "",
            "## Setting", "",
            f"Synthetic MRI→CT-like benchmark (`nnunet_dfg synthetic`): {meta['n_source']} "
            f"labelled source images, {meta['n_target']} unlabelled target images (adaptation; the pseudo_* rows are "
