@@ -2,8 +2,8 @@
 
 Why: the grid's stage table says whether the refined pseudo-labels beat the FA model, not why. ``no_search``
 (every class "absent", so the pseudo-label is the FA model's argmax plus the connectivity post-processing)
-isolates what the SAM search adds; lower presence thresholds test whether the search is starved of classes on
-small, low-confidence slices. Target labels are read only to score. Appended to BENCHMARKS.md by hand.
+isolates what the SAM search adds; a lower presence threshold tests whether the search is starved of classes
+on small, low-confidence slices; no stage 3 tests whether inflated boxes make masks leak into other organs. Target labels are read only to score. Appended to BENCHMARKS.md by hand.
 
     .venv/bin/python benchmarks/search_ablation.py -o bench_out [-c 2d 3d_fullres]
 """
@@ -27,8 +27,9 @@ BIN = Path(sys.executable).parent
 # no_search: every class "absent", the pseudo-label is the FA argmax (+ post-processing), no SAM call.
 # presence_13: the reference's 200 confident pixels scaled by slice area from 256 px to 64 px (the shipped 40
 # scales it by organ size, which starves the search of small, low-confidence organs).
+# no_stage3: no box inflation; a class whose stage 2 finds no stable box keeps the model's prediction.
 VARIANTS = {"no_search": {"presence_min_pixels": 10 ** 9}, "presence_13": {"presence_min_pixels": 13},
-            "presence_prob_0.5": {"presence_prob": 0.5}}
+            "no_stage3": {"stage3_steps": 0}}
 ABLATION_OFFSET = 150  # output ids: target + 150, removed after scoring
 
 
@@ -63,7 +64,7 @@ def main() -> None:
     grid = quality_grid.GridRun(quality_grid.GridSpec(), out / "grid")
     path = out / "search_ablation.json"
     results = read_json(path) if path.is_file() else {}
-    for record in read_json(out / "grid.json"):
+    for record in sorted(read_json(out / "grid.json"), key=lambda r: (r["seed"], r["severity"])):
         if record["configuration"] not in args.c:
             continue
         key = f"{record['configuration']} seed {record['seed']} severity {record['severity']:g}"
@@ -79,12 +80,17 @@ def main() -> None:
         print(key, {n: (round(v["raw"]["mean_dice"], 3), round(v["post"]["mean_dice"], 3))
                     for n, v in row.items() if "error" not in v}, flush=True)
     names = ["shipped", *VARIANTS]
-    print("\nmean over runs (raw / post-processed pseudo-label Dice):")
+    print("\n| run | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for key, row in results.items():
+        cells = [f"{row[n]['raw']['mean_dice']:.3f} / {row[n]['post']['mean_dice']:.3f}"
+                 if n in row and "error" not in row[n] else "–" for n in names]
+        print(f"| {key} | " + " | ".join(cells) + " |")
+    means = []
     for name in names:
         done = [r[name] for r in results.values() if name in r and "error" not in r[name]]
         raw, post = ([d[stage]["mean_dice"] for d in done] for stage in ("raw", "post"))
-        print(f"  {name:<20} {np.mean(raw):.3f} / {np.mean(post):.3f}  ({len(done)} runs)")
-
+        means.append(f"**{np.mean(raw):.3f} / {np.mean(post):.3f}**")
+    print("| mean | " + " | ".join(means) + " |")
 
 if __name__ == "__main__":
     main()
