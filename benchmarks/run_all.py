@@ -1,6 +1,6 @@
 """Regenerates BENCHMARKS.md and its plots from scratch: the quality grid, then the speed figures.
 
-    .venv/bin/python benchmarks/run_all.py -o bench_out            # ~1 h on 2 CPU cores; writes ./BENCHMARKS.md
+    .venv/bin/python benchmarks/run_all.py -o bench_out            # 73 min in its last run (2 cores); writes ./BENCHMARKS.md
     .venv/bin/python benchmarks/run_all.py -o bench_out --quick    # plumbing check in minutes (bench_out/BENCHMARKS.md)
 
 Resumable: every pipeline step and every finished phase leaves a marker in ``-o``, so a killed run continues.
