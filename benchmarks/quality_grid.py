@@ -98,7 +98,11 @@ class GridRun:
     def root(self, configuration: str, seed: int) -> Path:
         return self.out / f"{configuration}_seed{seed}"
 
-    def pipeline(self, configuration: str, seed: int, severity: float, work: Path) -> DFGPipeline:
+    def chain_work(self, configuration: str, seed: int, severity: float) -> Path:
+        return self.root(configuration, seed) / f"severity{severity:g}"
+
+    def pipeline(self, configuration: str, seed: int, severity: float, work: Path | None = None) -> DFGPipeline:
+        """One chain's pipeline; ``work`` (its step markers, logs, predictions) defaults to the chain's folder."""
         s, root = self.spec, self.root(configuration, seed)
         env = nnunet_environment(root / "nnunet")
         tid = s.target_id(severity)
@@ -108,7 +112,7 @@ class GridRun:
                              variant=setting.variant, oracle_variant=setting.oracle_variant,
                              target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
                              search_config=setting.search_config, sdg=False, predict_workers=0)
-        runner = Runner(work, env, quiet=True)
+        runner = Runner(work or self.chain_work(configuration, seed, severity), env, quiet=True)
         return DFGPipeline(cfg, runner, Path(env["nnUNet_raw"]), Path(env["nnUNet_results"]))
 
     def source_job(self, configuration: str, seed: int) -> None:
@@ -122,8 +126,7 @@ class GridRun:
 
     def chain_job(self, configuration: str, seed: int, severity: float, source: Future) -> None:
         source.result()  # the chain starts from this pair's source model
-        work = self.root(configuration, seed) / f"severity{severity:g}"
-        p = self.pipeline(configuration, seed, severity, work)
+        p = self.pipeline(configuration, seed, severity)
         steps = [s for s in p.steps() if s.name not in SOURCE_STEPS]
         self._run(p.runner, steps, f"{configuration} seed {seed} severity {severity:g}")
 
@@ -153,10 +156,10 @@ class GridRun:
         for c in self.spec.configurations:
             for seed in self.spec.seeds:
                 for sev in self.spec.severities:
-                    work = self.root(c, seed) / f"severity{sev:g}"
+                    work = self.chain_work(c, seed, sev)
                     if not (work / "eval").is_dir():
                         continue
-                    p = self.pipeline(c, seed, sev, work)
+                    p = self.pipeline(c, seed, sev)
                     records.append({"configuration": c, "seed": seed, "severity": sev,
                                     "table": stage_table(work / "eval"),
                                     "search": search_statistics(p.raw, p.cfg.pseudo_id("dfg"))})

@@ -51,7 +51,7 @@ def _phase(out: Path, name: str, compute):
 def speed(grid: quality_grid.GridRun, out: Path, configuration: str) -> dict:
     spec = grid.spec
     severity = spec.severities[len(spec.severities) // 2]
-    p = grid.pipeline(configuration, spec.seeds[0], severity, out / "unused")
+    p = grid.pipeline(configuration, spec.seeds[0], severity)
     setting = spec.settings[configuration]
     fa_model, source_model = p.model(p.cfg.target_id, "FA"), p.model(quality_grid.SOURCE_ID, "Source")
     figures = {}

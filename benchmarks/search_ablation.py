@@ -35,7 +35,7 @@ ABLATION_OFFSET = 150  # output ids: target + 150, removed after scoring
 
 def ablate(grid: quality_grid.GridRun, configuration: str, seed: int, severity: float, name: str,
            overrides: dict) -> dict:
-    p = grid.pipeline(configuration, seed, severity, grid.root(configuration, seed) / f"severity{severity:g}")
+    p = grid.pipeline(configuration, seed, severity)
     config = {**json.loads(grid.spec.settings[configuration].search_config), **overrides}
     out_id = p.cfg.target_id + ABLATION_OFFSET
     cmd = [str(BIN / "nnunet_dfg"), "refine", "-d", str(p.cfg.target_id), "-c", configuration, "-f", "all", "-tr",
