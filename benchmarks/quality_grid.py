@@ -26,7 +26,7 @@ SOURCE_STEPS = ("plan_source", "train_source")
 
 
 # DEMO_SEARCH_CONFIG's pixel thresholds are for 64 px slices; scaled by area for 48 px ones
-SEARCH_CONFIG_48PX = '{"presence_min_pixels": 22, "stage1_min_mask": 8}'
+SEARCH_CONFIG_48PX = '{"presence_min_pixels": 22, "stage1_min_mask": 8, "max_growth": 2.0}'
 
 
 @dataclass(frozen=True)

@@ -91,9 +91,10 @@ def per_class(records: list[dict]) -> list[str]:
 
 def search_table(records: list[dict]) -> list[str]:
     """Where the DFG search ended, per class: share of searched slices on which the class was present and the
-    model's mask was kept (stage 0) or a stage-1/2/3 SAM mask replaced it."""
-    lines = ["| config | class | present slices | kept model (0) | stage 1 | stage 2 | stage 3 |",
-             "|---|---|---|---|---|---|---|"]
+    model's mask was kept (no stable box: stage 0; a mask over the growth bound: bound) or a stage-1/2/3 SAM mask
+    replaced it."""
+    lines = ["| config | class | present slices | kept model (0) | over growth bound | stage 1 | stage 2 | stage 3 |",
+             "|---|---|---|---|---|---|---|---|"]
     for config in sorted({r["configuration"] for r in records}):
         totals: dict = {}
         for r in records:
@@ -105,7 +106,8 @@ def search_table(records: list[dict]) -> list[str]:
         for cls, counts in totals.items():
             present = sum(n for s, n in counts.items() if s != "absent")
             share = lambda s: f"{100 * counts.get(s, 0) / max(present, 1):.0f}%"  # noqa: E731
-            lines.append(f"| {config} | {cls} | {present} | {share('0')} | {share('1')} | {share('2')} | {share('3')} |")
+            lines.append(f"| {config} | {cls} | {present} | {share('0')} | {share('bound')} | {share('1')} | "
+                         f"{share('2')} | {share('3')} |")
     return lines
 
 

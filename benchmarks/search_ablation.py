@@ -3,7 +3,8 @@
 Why: the grid's stage table says whether the refined pseudo-labels beat the FA model, not why. ``no_search``
 (every class "absent", so the pseudo-label is the FA model's argmax plus the connectivity post-processing)
 isolates what the SAM search adds; a lower presence threshold tests whether the search is starved of classes
-on small, low-confidence slices; no stage 3 tests whether inflated boxes make masks leak into other organs. Target labels are read only to score. Appended to BENCHMARKS.md by hand.
+on small, low-confidence slices; no stage 3 tests whether inflated boxes make masks leak into other organs; no
+growth bound shows what the bound saves. Target labels are read only to score. Appended to BENCHMARKS.md by hand.
 
     .venv/bin/python benchmarks/search_ablation.py -o bench_out [-c 2d 3d_fullres]
 """
@@ -24,12 +25,16 @@ from nnunet_dfg.nnunet_io import dataset_folder, read_json, write_json_atomic
 import quality_grid
 
 BIN = Path(sys.executable).parent
+# Each variant overrides the benchmark's search settings, which bound a refined mask to 2x the model's own mask
+# of the class (max_growth, off in the reference rules).
+# no_growth_bound: the reference rules (at the benchmark's pixel thresholds).
 # no_search: every class "absent", the pseudo-label is the FA argmax (+ post-processing), no SAM call.
+# no_stage3: the reference rules without box inflation; a class whose stage 2 finds no stable box keeps the model's
+# prediction.
 # presence_13: the reference's 200 confident pixels scaled by slice area from 256 px to 64 px (the shipped 40
 # scales it by organ size, which starves the search of small, low-confidence organs).
-# no_stage3: no box inflation; a class whose stage 2 finds no stable box keeps the model's prediction.
-VARIANTS = {"no_search": {"presence_min_pixels": 10 ** 9}, "presence_13": {"presence_min_pixels": 13},
-            "no_stage3": {"stage3_steps": 0}}
+VARIANTS = {"no_growth_bound": {"max_growth": 0.0}, "no_search": {"presence_min_pixels": 10 ** 9},
+            "no_stage3": {"stage3_steps": 0, "max_growth": 0.0}, "presence_13": {"presence_min_pixels": 13}}
 ABLATION_OFFSET = 150  # output ids: target + 150, removed after scoring
 
 

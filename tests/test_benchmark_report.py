@@ -48,7 +48,7 @@ def test_goal_checks_count_each_rule(records):
 def test_search_table_shares_exclude_absent(records):
     lines = report.search_table(records)
     spleen = [line for line in lines if "| spleen |" in line][0]
-    assert spleen == "| 2d | spleen | 12 | 75% | 25% | 0% | 0% |"  # 3 runs x (3 + 1) present slices
+    assert spleen == "| 2d | spleen | 12 | 75% | 0% | 25% | 0% | 0% |"  # 3 runs x (3 + 1) present slices
 
 
 def test_render_and_plots(records, tmp_path):

@@ -268,6 +268,18 @@ def test_unrefined_class_keeps_model_prediction():
     assert np.array_equal(res.label == 1, (pred == 1) & ~res.refined[2])
 
 
+def test_growth_bound_discards_leaking_masks():
+    truth, probs, feats = two_organ_slice()
+    leak = square(SHAPE, 32, 32, 40)  # every box answered with most of the slice: constant, hence "stable"
+    shipped = refine_slice(np.zeros(SHAPE), probs, feats, FakeSegmenter(truth, mask_fn=lambda b: leak))
+    assert shipped.refined.keys() == {1, 2} and (shipped.label[leak] == 1).all()  # the reference keeps the leak
+    bounded = refine_slice(np.zeros(SHAPE), probs, feats, FakeSegmenter(truth, mask_fn=lambda b: leak),
+                           config=DFGConfig(max_growth=2.0))
+    assert not bounded.refined and np.array_equal(bounded.label, probs.argmax(0))
+    assert all(t.stage == 0 and t.discarded_area == 1600 and "model prediction kept" in t.reason
+               for t in bounded.traces.values())
+
+
 def test_merge_scores_and_ties():
     pred = np.array([[1, 1, 3, 0], [2, 2, 3, 3]])
     r1 = np.array([[0, 1, 1, 0], [0, 1, 0, 0]], bool)

@@ -48,6 +48,9 @@ class DFGConfig:
     score_background: float = 0.5
     # SAM masks: keep the largest 8-connected region and fill its holes (reference KeepMaxContour fills)
     fill_mask_holes: bool = True
+    # project option, off (0) in the reference: a refined mask larger than max_growth x the model's own mask of
+    # the class on the slice is discarded and the model's prediction kept (leaking masks, benchmarks/ANALYSIS.md)
+    max_growth: float = 0.0
 
     def __post_init__(self) -> None:
         # a dict passed by the caller is frozen too (read-only view of a private copy)

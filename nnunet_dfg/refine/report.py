@@ -43,11 +43,12 @@ def slice_record(result: SliceResult) -> dict:
 
 
 def stage_summary(volume: VolumeResult) -> dict[str, dict[str, int]]:
-    """Per class: on how many searched slices it ended in each stage ("0" = model prediction kept, "absent")."""
+    """Per class: on how many searched slices it ended in each stage ("0" = model prediction kept, "absent",
+    "bound" = model prediction kept because the refined mask was over the growth bound)."""
     out: dict[str, Counter] = {}
     for result in volume.slices.values():
         for cls, trace in result.traces.items():
-            key = str(trace.stage) if trace.present else "absent"
+            key = "absent" if not trace.present else "bound" if trace.discarded_area else str(trace.stage)
             out.setdefault(str(cls), Counter())[key] += 1
     return {c: dict(sorted(v.items())) for c, v in sorted(out.items(), key=lambda kv: int(kv[0]))}
 
