@@ -131,7 +131,10 @@ def test_output_dataset_layout_and_json(tiny, full_run):
     assert ds["labels"] == model_ds["labels"] and ds["channel_names"] == model_ds["channel_names"]
     assert ds["numTraining"] == 3 and ds["file_ending"] == ".nii.gz"
     meta = ds["dfg_pseudo_labels"]
-    assert meta["prompt"] == "dfg" and meta["model"] == str(tiny.model_dir.resolve()) and meta["fold"] == "all"
+    assert meta["prompt"] == "dfg" and meta["fold"] == "all"
+    model = tiny.model_dir.resolve().relative_to((tiny.root / "res").resolve())
+    assert meta["model"] == f"$nnUNet_results/{model.as_posix()}"
+    assert meta["images"] == "$nnUNet_raw/Dataset702_DFGSynthTarget/imagesTr"
     for case in CASES:
         link = out / "imagesTr" / f"{case}_0000.nii.gz"
         assert link.is_symlink() and link.resolve() == (tiny.raw / "Dataset702_DFGSynthTarget" / "imagesTr"
@@ -191,6 +194,19 @@ def test_resume_after_interruption_gives_identical_labels(tiny, full_run):
     again = refine_dataset(_opts(tiny, out_id=803), ThresholdSegmenter())
     assert again["cases_done"] == ["case_0001"]
     assert _label_bytes(_out(tiny, 803)) == _label_bytes(_out(tiny, 802))
+
+
+def test_resume_after_moving_the_nnunet_folders(tiny, full_run, tmp_path, monkeypatch):
+    moved = tmp_path / "moved"
+    for part in ("raw", "res"):
+        shutil.copytree(tiny.root / part, moved / part, symlinks=True)
+    monkeypatch.setenv("nnUNet_raw", str(moved / "raw"))
+    monkeypatch.setenv("nnUNet_results", str(moved / "res"))
+    (moved / "raw" / _out(tiny, 802).name / "labelsTr" / "case_0002.nii.gz").unlink()
+    model = moved / tiny.model_dir.relative_to(tiny.root)
+    again = refine_dataset(_opts(tiny, out_id=802, model=model), ThresholdSegmenter())
+    assert again["cases_done"] == ["case_0002"] and again["cases_skipped"] == 2
+    assert _label_bytes(moved / "raw" / _out(tiny, 802).name) == _label_bytes(_out(tiny, 802))
 
 
 def test_sharding_covers_all_cases_disjointly(tiny, full_run):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -114,11 +115,22 @@ def _resolve_target(opts: RefineOptions) -> tuple[Path, str, int | None]:
     return raw / "imagesTr", raw.name.split("_", 1)[1], int(raw.name[len("Dataset"):].split("_")[0])
 
 
+def _portable(path: Path) -> str:
+    """``$nnUNet_raw/...`` or ``$nnUNet_results/...`` where the path lies inside one, so that an nnU-Net tree moved
+    as a whole (its variables pointing to the new place) still resumes; other paths stay absolute."""
+    path = Path(path).resolve()
+    for name in ("nnUNet_raw", "nnUNet_results"):
+        root = os.environ.get(name)
+        if root and path.is_relative_to(Path(root).resolve()):
+            return f"${name}/{path.relative_to(Path(root).resolve()).as_posix()}"
+    return str(path)
+
+
 def _metadata(opts: RefineOptions, prompt: str, model: Path, images: Path, overrides: dict) -> dict:
     """What determines the labels: stored in dataset.json, and equal across parts and resumed runs."""
     return json.loads(json.dumps({
-        "prompt": prompt, "model": str(model), "fold": str(opts.fold), "checkpoint": opts.checkpoint,
-        "images": str(images.resolve()), "sam": opts.sam, "sam_mode": opts.sam_mode, "search_config": overrides,
+        "prompt": prompt, "model": _portable(model), "fold": str(opts.fold), "checkpoint": opts.checkpoint,
+        "images": _portable(images), "sam": opts.sam, "sam_mode": opts.sam_mode, "search_config": overrides,
         "mirroring": not opts.disable_tta, "step_size": opts.step_size, "max_slices": opts.max_slices,
         "tile": opts.tile,
         "postprocessing": "largest 3D component per class (face connectivity)",
