@@ -1,8 +1,9 @@
 """End to end through nnU-Net's stock commands, in subprocesses, with no nnUNet_extTrainer set by hand.
 
 source plan+preprocess -> nnUNetv2_train DFG_Source -> prepare-target -> nnUNetv2_train DFG_FA -pretrained_weights
--> nnUNetv2_predict -tr DFG_FA -> nnunet_dfg evaluate, for the 2d and the 3d_fullres configuration; in 2d also
-refine (real LiteMedSAM) -> prepare-target --labels -> nnUNetv2_train DFG_ST -> nnUNetv2_predict -tr DFG_ST.
+-> nnUNetv2_predict -tr DFG_FA -> nnunet_dfg evaluate, for the 2d and the 3d_fullres configuration, then refine
+(real LiteMedSAM) on the FA model; in 2d also prepare-target --labels -> nnUNetv2_train DFG_ST ->
+nnUNetv2_predict -tr DFG_ST.
 The source raw and preprocessed data are moved out of reach before adaptation starts, so any source read fails.
 """
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from cli_env import nnunet_env, run, tree_hashes
@@ -140,4 +143,27 @@ def test_refine_then_self_training_through_stock_commands(chain):
          "-npp", "1", "-nps", "1"], env)
     assert (pred / "case_0003.nii.gz").is_file()
     # the whole chain, source training to self-trained prediction, left every raw dataset as it was
+    assert tree_hashes(*chain["raw"]) == chain["raw_before"]
+
+
+def test_refine_in_3d_fullres(chain):
+    """DFG step 3 on a 3D model: softmax and features from nnU-Net's 3D sliding window, searched slice by slice
+    along axis 0 with the real LiteMedSAM, labels exported back to the image grid and post-processed in 3D."""
+    if chain["config"] != "3d_fullres":
+        pytest.skip("2d refine runs in the self-training chain")
+    root, env = chain["root"], chain["env"]
+    run(["nnunet_dfg", "refine", "-d", "702", "-c", "3d_fullres", "-f", "all", "-tr", "nnUNetTrainerDFG_FA_test",
+         "--prompt", "dfg", "--out-id", "802", "--max-slices", "2", "--disable-tta", "--no-progress",
+         "--search-config", '{"presence_prob": 0.5, "presence_min_pixels": 20}'], env)
+    pseudo = root / "raw/Dataset802_DFGSynthTargetPseudoDFG"
+    for i in range(3):
+        label = sitk.ReadImage(str(pseudo / "labelsTr" / f"case_000{i}.nii.gz"))
+        image = sitk.ReadImage(str(root / "raw/Dataset702_DFGSynthTarget/imagesTr" / f"case_000{i}_0000.nii.gz"))
+        assert label.GetSize() == image.GetSize() and np.allclose(label.GetSpacing(), image.GetSpacing())
+        assert set(np.unique(sitk.GetArrayFromImage(label))) <= {0, 1, 2, 3, 4}
+        report = json.loads((pseudo / "dfg_refine/reports" / f"case_000{i}.json").read_text())
+        assert len(report["slices_searched"]) == 2 and report["calls"]["encoder"] <= 2
+        assert all(set(s["classes"]) == {"1", "2", "3", "4"} for s in report["slices"].values())
+        after, before = report["voxels"]["after_postprocessing"], report["voxels"]["before_postprocessing"]
+        assert all(after[k] <= before[k] for k in after)
     assert tree_hashes(*chain["raw"]) == chain["raw_before"]
