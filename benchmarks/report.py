@@ -44,14 +44,16 @@ def stage_tables(summary: dict, severities: list[float]) -> list[str]:
 
 def goal_checks(records: list[dict]) -> tuple[list[str], dict]:
     """Per run: does each DFG stage beat the one before it, and does self-training reach 0.9x the oracle?"""
-    lines = ["| config | seed | severity | source < FA | FA < pseudo (DFG+post) | pseudo <= self-trained | "
+    lines = ["| config | seed | severity | source < FA | FA labels < pseudo (DFG+post) | pseudo <= self-trained | "
              "self-trained / oracle |", "|---|---|---|---|---|---|---|"]
     counts = {"source<fa": 0, "fa<pseudo": 0, "pseudo<=st": 0, "st>=0.9oracle": 0, "runs": 0}
     for r in sorted(records, key=lambda r: (r["configuration"], r["severity"], r["seed"])):
         d = {s: r["table"][s]["mean_dice"] for s in GOAL_CHAIN + ("oracle",) if s in r["table"]}
         if any(s not in d for s in GOAL_CHAIN):
             continue
-        checks = [d["source_only"] < d["fa"], d["fa"] < d["pseudo_dfg_post"], d["pseudo_dfg_post"] <= d["self_trained"]]
+        # refined vs unrefined labels on the same (training) images when the run has them, else FA on the test set
+        base = r["table"].get("pseudo_fa", r["table"]["fa"])["mean_dice"]
+        checks = [d["source_only"] < d["fa"], base < d["pseudo_dfg_post"], d["pseudo_dfg_post"] <= d["self_trained"]]
         ratio = d["self_trained"] / d["oracle"] if d.get("oracle") else float("nan")
         counts["runs"] += 1
         for key, ok in zip(("source<fa", "fa<pseudo", "pseudo<=st"), checks):
@@ -59,7 +61,7 @@ def goal_checks(records: list[dict]) -> tuple[list[str], dict]:
         counts["st>=0.9oracle"] += int(ratio >= 0.9)
         mark = lambda ok, a, b: f"{'yes' if ok else '**no**'} ({a:.2f} → {b:.2f})"  # noqa: E731
         lines.append(f"| {r['configuration']} | {r['seed']} | {r['severity']:g} | "
-                     f"{mark(checks[0], d['source_only'], d['fa'])} | {mark(checks[1], d['fa'], d['pseudo_dfg_post'])} | "
+                     f"{mark(checks[0], d['source_only'], d['fa'])} | {mark(checks[1], base, d['pseudo_dfg_post'])} | "
                      f"{mark(checks[2], d['pseudo_dfg_post'], d['self_trained'])} | "
                      f"{'' if ratio >= 0.9 else '**'}{ratio:.2f}{'' if ratio >= 0.9 else '**'} |")
     n = max(counts["runs"], 1)
@@ -174,8 +176,10 @@ def render(meta: dict, records: list[dict], speed: dict, figures: dict, analysis
     if "dice" in figures:
         out += [f"![Dice per stage and severity]({figures['dice']})", ""]
     out += ["## Goals: each DFG stage beats the one before, final model >= 0.9x oracle", "",
-            "Note: the pseudo-label row is measured on the target *training* images (what self-training learns "
-            "from), the other rows on the held-out test images.", ""] + goal_lines
+            "Note: the pseudo_* rows are measured on the target *training* images (what self-training learns "
+            "from), the other rows on the held-out test images. *FA < pseudo* compares the FA model's own labels "
+            "on the training images (`pseudo_fa`) with the refined ones (`pseudo_dfg_post`) on the same images.",
+            ""] + goal_lines
     out += ["", "### Per-class Dice (mean over seeds and severities)", ""] + per_class(records)
     out += ["### Where the DFG search ended (all runs, per class)", ""] + search_table(records)
     out += ["", "## Speed (ratios measured in this run)", ""] + speed_section(speed)

@@ -45,6 +45,12 @@ def test_goal_checks_count_each_rule(records):
     assert "**no** (0.10 → 0.05)" in failing and "**0.37**" in failing  # 0.3 / 0.8 in floating point
 
 
+def test_refined_labels_are_compared_with_fa_labels_on_the_same_images(records):
+    records[0]["table"]["pseudo_fa"] = _row(0.55)  # FA's own labels on the training images beat the refined 0.5
+    lines, counts = report.goal_checks(records)
+    assert counts["fa<pseudo"] == 1 and "**no** (0.55 → 0.50)" in [line for line in lines if "| 0 | 0.3 |" in line][0]
+
+
 def test_search_table_shares_exclude_absent(records):
     lines = report.search_table(records)
     spleen = [line for line in lines if "| spleen |" in line][0]

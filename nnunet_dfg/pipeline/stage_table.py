@@ -8,6 +8,7 @@ from ..nnunet_io import read_json
 STAGES = {
     "source_only": "source model on the target test images",
     "fa": "after feature aggregation",
+    "pseudo_fa": "pseudo-labels (target train), the FA model's own labels (no search)",
     "pseudo_box": "pseudo-labels (target train), plain box prompt",
     "pseudo_sdg": "pseudo-labels (target train), SDG refined box",
     "pseudo_dfg_raw": "pseudo-labels (target train), DFG search",
