@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-PLOTTED = ("source_only", "fa", "pseudo_dfg_post", "self_trained", "oracle")
+PLOTTED = ("source_only", "fa", "pseudo_fa", "pseudo_dfg_post", "self_trained", "oracle")
 
 
 def dice_by_severity(summary: dict, configurations: list[str], severities: list[float], path: Path) -> None:

@@ -130,10 +130,13 @@ def speed_section(speed: dict) -> list[str]:
     if t:
         p = t["encoder_passes"]
         agree = f"{t['agreement_dice']:.3f}" if t["agreement_dice"] is not None else "n/a"
-        lines += [f"- **2×2 tiling (SDG prompts, {t['slices']} target test slices)**: encoder passes "
-                  f"{p['1']} → {p['2']} (**{100 * t['passes_saved']:.0f}% saved**), time ratio tiled/untiled "
-                  f"{t['time_ratio_tiled_over_untiled']:.2f}, label agreement tiled vs untiled (mean Dice per "
-                  f"class) {agree}."]
+        if t["passes_saved"] is None:
+            lines += [f"- **2×2 tiling**: not measured: the model gave no SDG box on the {t['slices']} slices."]
+        else:
+            lines += [f"- **2×2 tiling (SDG prompts from the FA model, {t['slices']} target test slices)**: encoder "
+                      f"passes {p['1']} → {p['2']} (**{100 * t['passes_saved']:.0f}% saved**), time ratio "
+                      f"tiled/untiled {t['time_ratio_tiled_over_untiled']:.2f}, label agreement tiled vs untiled "
+                      f"(mean Dice per class) {agree}."]
     m = speed.get("memory")
     if m:
         lines += ["- **Peak memory of `nnunet_dfg refine` against the number of cases** (DFG prompt, one process "

@@ -1,6 +1,6 @@
 """Regenerates BENCHMARKS.md and its plots from scratch: the quality grid, then the speed figures.
 
-    .venv/bin/python benchmarks/run_all.py -o bench_out            # 73 min in its last run (2 cores); writes ./BENCHMARKS.md
+    .venv/bin/python benchmarks/run_all.py -o bench_out            # 47-60 min from scratch (2 cores); writes ./BENCHMARKS.md
     .venv/bin/python benchmarks/run_all.py -o bench_out --quick    # plumbing check in minutes (bench_out/BENCHMARKS.md)
 
 Resumable: every pipeline step and every finished phase leaves a marker in ``-o``, so a killed run continues.
@@ -64,8 +64,7 @@ def speed(grid: quality_grid.GridRun, out: Path, configuration: str) -> dict:
         {"source": source_model / f"fold_{p.cfg.source_fold}" / "checkpoint_final.pth",
          "fa": fa_model / "fold_all" / "checkpoint_final.pth"}))
     if configuration == "2d":
-        figures["tiling"] = _phase(out, "tiling", lambda: speed_ratios.tiling_savings(
-            source_model, p.cfg.source_fold, p.test_images))
+        figures["tiling"] = _phase(out, "tiling", lambda: speed_ratios.tiling_savings(fa_model, "all", p.test_images))
 
         def memory():
             from nnunet_dfg.synthetic import write_benchmark

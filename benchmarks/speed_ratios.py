@@ -51,14 +51,17 @@ def step_ratios(env: dict, configuration: str, target_id: int, pseudo_id: int, t
     return out
 
 
-def tiling_savings(source_model: Path, fold: str, images: Path, sam: str = "litemedsam") -> dict:
-    """SDG boxes of the source model on target test images, encoded one slice at a time and 2x2 per pass."""
+def tiling_savings(model: Path, fold: str, images: Path, sam: str = "litemedsam") -> dict:
+    """SDG boxes of ``model`` on target test images, encoded one slice at a time and 2x2 per pass.
+
+    The benchmark passes the FA model: a source model that finds nothing on the target gives no box, hence no
+    encoder pass to save (``passes_saved`` is then None)."""
     from nnunet_dfg.evaluation import dice
     from nnunet_dfg.nnunet_io import list_cases
     from nnunet_dfg.refine.predict_features import FeaturePredictor
     from nnunet_dfg.sam import load_segmenter
     from nnunet_dfg.sdg.volume import refine_volume_tiled
-    predictor = FeaturePredictor(source_model, fold, use_mirroring=False)
+    predictor = FeaturePredictor(model, fold, use_mirroring=False)
     segmenter = load_segmenter(sam)
     segmenter.segment(segmenter.embed(np.zeros((64, 64), np.float32)), np.array([[8, 8, 40, 40]]))  # warm-up
     ds = predictor.dataset_json
@@ -77,7 +80,7 @@ def tiling_savings(source_model: Path, fold: str, images: Path, sam: str = "lite
             if (labels[1] == c).any() or (labels[2] == c).any():
                 figures["agreement_dice"].append(dice(labels[1] == c, labels[2] == c))
     passes = figures["encoder_passes"]
-    figures["passes_saved"] = 1 - passes[2] / max(passes[1], 1)
+    figures["passes_saved"] = 1 - passes[2] / passes[1] if passes[1] else None
     figures["time_ratio_tiled_over_untiled"] = figures["seconds"][2] / max(figures["seconds"][1], 1e-9)
     figures["agreement_dice"] = float(np.mean(figures["agreement_dice"])) if figures["agreement_dice"] else None
     return figures

@@ -74,3 +74,12 @@ def test_render_and_plots(records, tmp_path):
     plots.time_per_slice(refine, memory, tmp_path / "t.png")
     for name in ("d.png", "t.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tiling_without_boxes_is_reported_as_not_measured():
+    none = {"encoder_passes": {"1": 0, "2": 0}, "slices": 24, "passes_saved": None, "agreement_dice": None,
+            "time_ratio_tiled_over_untiled": 0.9}
+    assert report.speed_section({"tiling": none})[0] == ("- **2×2 tiling**: not measured: the model gave no SDG box "
+                                                         "on the 24 slices.")
+    some = {**none, "encoder_passes": {"1": 24, "2": 6}, "passes_saved": 0.75, "agreement_dice": 0.98}
+    assert "**75% saved**" in report.speed_section({"tiling": some})[0]
