@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_dfg.evaluation import dice
 from nnunet_dfg.nnunet_io import read_json, write_json_atomic
 from nnunet_dfg.prompt_search import DFGConfig
-from nnunet_dfg.prompt_search.masks import largest_component
+from nnunet_dfg.prompt_search.masks import bbox, expand_box, largest_component
 from nnunet_dfg.sam.segmenter import load_segmenter
 
 import quality_grid
@@ -27,25 +28,15 @@ import quality_grid
 def ground_truth_masks(image: np.ndarray, label: np.ndarray, n_classes: int, segmenter, margin: int) -> np.ndarray:
     """(K, Z, H, W) boolean SAM masks, each slice prompted with the bbox (+ margin, clipped) of each class in it."""
     out = np.zeros((n_classes,) + label.shape, dtype=bool)
-    height, width = label.shape[1:]
     for z in range(label.shape[0]):
         classes = [c for c in range(1, n_classes) if (label[z] == c).any()]
         if not classes:
             continue
-        boxes = []
-        for c in classes:
-            ys, xs = np.nonzero(label[z] == c)
-            boxes.append((max(xs.min() - margin, 0), max(ys.min() - margin, 0), min(xs.max() + margin, width - 1),
-                          min(ys.max() + margin, height - 1)))
+        boxes = [expand_box(bbox(label[z] == c), margin, label.shape[1:]) for c in classes]
         masks = segmenter.segment(segmenter.embed(image[z]), np.asarray(boxes, dtype=np.float32))
         for c, mask in zip(classes, masks):
             out[c, z] = largest_component(np.asarray(mask, dtype=bool), True)
     return out
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / total if total else float("nan")
 
 
 def run(pipeline, segmenter, margin: int) -> dict:
