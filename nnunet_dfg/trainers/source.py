@@ -5,16 +5,18 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from .network_parts import remove_classifier_bias
+from .progress_plot import ThrottledProgressPlot
 from .variants import make_variant
 
 
-class nnUNetTrainerDFG_Source(nnUNetTrainer):
+class nnUNetTrainerDFG_Source(ThrottledProgressPlot, nnUNetTrainer):
     """nnU-Net's trainer (CE + Dice, its augmentation and schedule) with bias-free segmentation heads.
 
-    The only difference from ``nnUNetTrainer``: DFG treats the rows of the final 1x1 classifier as class
+    The difference from ``nnUNetTrainer``: DFG treats the rows of the final 1x1 classifier as class
     prototypes and the network's logits as ``prototype . feature``. A bias would add a per-class offset that the
     transport loss of the FA phase cannot see, so the heads are built without one. Because the change lives in
-    ``build_network_architecture``, stock ``nnUNetv2_predict`` rebuilds the same network.
+    ``build_network_architecture``, stock ``nnUNetv2_predict`` rebuilds the same network. (The progress plot is
+    also drawn less often in short epochs: see ``progress_plot``.)
     """
 
     @staticmethod
