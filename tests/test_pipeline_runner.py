@@ -60,11 +60,9 @@ def test_pipeline_steps_refine_once_and_start_the_oracle_from_the_source(tmp_pat
     refine = steps["refine"].command
     assert refine[refine.index("--prompt") + 1] == "dfg,box,sdg" and not any(n.startswith("refine_") for n in steps)
     assert [cfg.pseudo_id(p) for p in ("dfg", "box", "sdg")] == [802, 812, 822]  # refine's default ids
-    # the FA model's own labels on the training images: the baseline of the refined pseudo-labels
-    (tmp_path / "raw" / "Dataset702_T").mkdir(parents=True)
-    fa_train = steps["predict_pseudo_fa"].command()
-    assert fa_train[fa_train.index("-i") + 1] == str(tmp_path / "raw/Dataset702_T/imagesTr")
-    assert "evaluate_pseudo_fa" in steps
+    # the FA model's own labels on the training images (the baseline of the refined pseudo-labels) come from
+    # refine's labels_model folder, not from a second prediction
+    assert "evaluate_pseudo_fa" in steps and "predict_pseudo_fa" not in steps
     oracle = steps["train_oracle"]
     assert oracle.retry_command[oracle.retry_command.index("-tr") + 1] == "nnUNetTrainerDFG_Source_demoFinetune"
     (tmp_path / "res" / "Dataset701_X").mkdir(parents=True)

@@ -147,7 +147,8 @@ def test_labels_are_valid_label_maps_on_the_image_grid(tiny, full_run):
     out = _out(tiny, 802)
     for case in CASES:
         image = sitk.ReadImage(str(out / "imagesTr" / f"{case}_0000.nii.gz"))
-        for path in (out / "labelsTr" / f"{case}.nii.gz", out / "dfg_refine" / "labels_raw" / f"{case}.nii.gz"):
+        for path in (out / "labelsTr" / f"{case}.nii.gz", out / "dfg_refine" / "labels_raw" / f"{case}.nii.gz",
+                     out / "dfg_refine" / "labels_model" / f"{case}.nii.gz"):
             label = sitk.ReadImage(str(path))
             assert label.GetSize() == image.GetSize()
             assert np.allclose(label.GetSpacing(), image.GetSpacing())
@@ -174,6 +175,10 @@ def test_reports_hold_traces_counts_and_timings(tiny, full_run):
     vox = report["voxels"]
     # a 2d model on an unresampled grid: export to the image grid keeps every voxel
     assert vox["refined_network_grid"] == vox["before_postprocessing"]
+    # labels_model holds the model's own argmax, the search's starting point
+    model = sitk.GetArrayFromImage(sitk.ReadImage(str(_out(tiny, 802) / "dfg_refine/labels_model/case_0000.nii.gz")))
+    labels = {k: v for k, v in json.loads((tiny.model_dir / "dataset.json").read_text())["labels"].items() if v}
+    assert {name: int((model == value).sum()) for name, value in labels.items()} == vox["model_network_grid"]
     assert all(vox["after_postprocessing"][k] <= vox["before_postprocessing"][k] for k in vox["after_postprocessing"])
     assert set(report["timings_s"]) >= {"predict", "search", "export_postprocess"}
 

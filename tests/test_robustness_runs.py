@@ -53,9 +53,10 @@ def _start(tiny: TinyModel, args: list[str]) -> subprocess.Popen:
 
 
 def _labels(out: Path) -> dict[str, bytes]:
-    """Every label file of a pseudo-label dataset (post-processed and raw), by relative path."""
-    return {str(p.relative_to(out)): p.read_bytes()
-            for sub in ("labelsTr", "dfg_refine/labels_raw") for p in sorted((out / sub).iterdir())}
+    """Every label file of a pseudo-label dataset (post-processed, raw and the model's), by relative path."""
+    return {str(p.relative_to(out)): p.read_bytes() for sub in ("labelsTr", "dfg_refine/labels_raw",
+                                                                 "dfg_refine/labels_model")
+            for p in sorted((out / sub).iterdir())}
 
 
 def _assert_complete_and_clean(out: Path, reference: Path) -> None:

@@ -70,10 +70,9 @@ class DFGPipeline:
         first = (lambda: cmd + ["-pretrained_weights", str(init())]) if init else cmd
         return Step(name, first, retry_command=cmd + ["--c"])  # a killed run continues from its latest checkpoint
 
-    def predict(self, stage: str, dataset: int, phase: str, fold: str, images: str = "imagesTs") -> Step:
-        """``images``: a folder of the target's raw dataset (resolved when the step runs: it may not exist yet)."""
+    def predict(self, stage: str, dataset: int, phase: str, fold: str) -> Step:
         c = self.cfg
-        cmd = lambda: ["nnUNetv2_predict", "-i", str(self.target_raw / images),  # noqa: E731
+        cmd = lambda: ["nnUNetv2_predict", "-i", str(self.test_images),  # noqa: E731
                        "-o", str(self.predictions / stage), "-d", str(dataset), "-c", c.configuration, "-f", fold,
                        "-tr", c.trainer(phase), "-p", c.plans, "-device", c.device, "-npp", str(c.predict_workers),
                        "-nps", str(c.predict_workers)] + (["--disable_tta"] if c.disable_tta else [])
@@ -113,8 +112,6 @@ class DFGPipeline:
             self.train("train_fa", c.target_id, "all", "FA", init=src_ckpt),
             self.predict("fa", c.target_id, "FA", "all"),
         ]
-        if c.target_labels_tr is not None:  # the labels the search starts from, scored on the same images
-            steps.append(self.predict("pseudo_fa", c.target_id, "FA", "all", images="imagesTr"))
         # one run writes all three pseudo-label datasets: each case predicted once, each slice encoded once
         steps.append(Step("refine", [
             "nnunet_dfg", "refine", "-d", str(c.target_id), "-c", c.configuration, "-f", "all", "-tr",
@@ -147,8 +144,9 @@ class DFGPipeline:
             for stage in stages:
                 steps.append(self.evaluate(stage, self.predictions / stage, c.target_labels_ts))
         if c.target_labels_tr is not None:
-            steps.append(self.evaluate("pseudo_fa", self.predictions / "pseudo_fa", c.target_labels_tr))
-            pseudo = {"pseudo_box": ("box", "labelsTr"), "pseudo_sdg": ("sdg", "labelsTr"),
+            # pseudo_fa: the FA model's own labels, where the search starts, scored on the same images
+            pseudo = {"pseudo_fa": ("dfg", "dfg_refine/labels_model"),
+                      "pseudo_box": ("box", "labelsTr"), "pseudo_sdg": ("sdg", "labelsTr"),
                       "pseudo_dfg_raw": ("dfg", "dfg_refine/labels_raw"), "pseudo_dfg_post": ("dfg", "labelsTr")}
             for stage, (prompt, sub) in pseudo.items():
                 folder = lambda prompt=prompt, sub=sub: dataset_folder(self.raw, c.pseudo_id(prompt)) / sub  # noqa

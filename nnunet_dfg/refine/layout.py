@@ -5,6 +5,7 @@
         imagesTr/                  the target images (symlinks, or copies)
         labelsTr/CASE<ending>      post-processed pseudo-labels; written LAST, so "exists" means "case done"
         dfg_refine/labels_raw/     merged labels before connectivity post-processing (to evaluate that stage)
+        dfg_refine/labels_model/   the model's own labels, where the search started (to evaluate what it adds)
         dfg_refine/reports/        CASE.json per case
         dfg_refine/.tmp/           files being written (renamed into place), never read by nnU-Net
 
@@ -36,11 +37,12 @@ class OutputDataset:
         self.labels = self.root / "labelsTr"
         self.side = self.root / "dfg_refine"
         self.labels_raw = self.side / "labels_raw"
+        self.labels_model = self.side / "labels_model"
         self.reports = self.side / "reports"
         self.tmp = self.side / ".tmp"
 
     def create(self) -> None:
-        for folder in (self.images, self.labels, self.labels_raw, self.reports, self.tmp):
+        for folder in (self.images, self.labels, self.labels_raw, self.labels_model, self.reports, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
 
     def label_file(self, case: str) -> Path:
@@ -48,6 +50,9 @@ class OutputDataset:
 
     def raw_label_file(self, case: str) -> Path:
         return self.labels_raw / f"{case}{self.file_ending}"
+
+    def model_label_file(self, case: str) -> Path:
+        return self.labels_model / f"{case}{self.file_ending}"
 
     def report_file(self, case: str) -> Path:
         return self.reports / f"{case}.json"
