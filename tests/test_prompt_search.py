@@ -278,6 +278,9 @@ def test_growth_bound_discards_leaking_masks():
     assert not bounded.refined and np.array_equal(bounded.label, probs.argmax(0))
     assert all(t.stage == 0 and t.discarded_area == 1600 and "model prediction kept" in t.reason
                for t in bounded.traces.values())
+    for bad in (-1.0, 0.5, float("nan")):  # a bound under 1x would discard masks smaller than the model's own
+        with pytest.raises(ValueError, match="max_growth"):
+            DFGConfig(max_growth=bad)
 
 
 def test_merge_scores_and_ties():

@@ -55,6 +55,8 @@ class DFGConfig:
     def __post_init__(self) -> None:
         # a dict passed by the caller is frozen too (read-only view of a private copy)
         object.__setattr__(self, "max_steps", MappingProxyType({int(k): int(v) for k, v in self.max_steps.items()}))
+        if not self.max_growth == 0 and not self.max_growth >= 1:  # NaN fails both
+            raise ValueError(f"max_growth must be 0 (off) or at least 1, got {self.max_growth}")
 
     def steps_for(self, cls: int) -> int:
         """Per-class step budget of stages 1 and 2 (the reference uses the same table for both)."""
