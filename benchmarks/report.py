@@ -93,9 +93,9 @@ def per_class(records: list[dict]) -> list[str]:
 
 def search_table(records: list[dict]) -> list[str]:
     """Where the DFG search ended, per class: share of searched slices on which the class was present and the
-    model's mask was kept (no stable box: stage 0; a mask over the growth bound: bound) or a stage-1/2/3 SAM mask
+    model's mask was kept (no stable box: stage 0; a mask outside the area bounds: bound) or a stage-1/2/3 SAM mask
     replaced it."""
-    lines = ["| config | class | present slices | kept model (0) | over growth bound | stage 1 | stage 2 | stage 3 |",
+    lines = ["| config | class | present slices | kept model (0) | outside area bounds | stage 1 | stage 2 | stage 3 |",
              "|---|---|---|---|---|---|---|---|"]
     for config in sorted({r["configuration"] for r in records}):
         totals: dict = {}

@@ -33,8 +33,10 @@ BIN = Path(sys.executable).parent
 # prediction.
 # presence_13: the reference's 200 confident pixels scaled by slice area from 256 px to 64 px (the shipped 40
 # scales it by organ size, which starves the search of small, low-confidence organs).
+# shrink_bound_2: also discard a refined mask under half the model's own (max_shrink, off in the shipped settings).
 VARIANTS = {"no_growth_bound": {"max_growth": 0.0}, "no_search": {"presence_min_pixels": 10 ** 9},
-            "no_stage3": {"stage3_steps": 0, "max_growth": 0.0}, "presence_13": {"presence_min_pixels": 13}}
+            "no_stage3": {"stage3_steps": 0, "max_growth": 0.0}, "presence_13": {"presence_min_pixels": 13},
+            "shrink_bound_2": {"max_shrink": 2.0}}
 ABLATION_OFFSET = 150  # output ids: target + 150, removed after scoring
 
 
@@ -64,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", required=True, help="the benchmark's work folder (run_all.py -o)")
     parser.add_argument("-c", nargs="+", default=["2d"], help="configurations to re-run")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     args = parser.parse_args()
     out = Path(args.o).resolve()
     grid = quality_grid.GridRun(quality_grid.GridSpec(), out / "grid")
@@ -79,7 +82,7 @@ def main() -> None:
                                                                f"pseudo_dfg_{stage}"]["per_class"].items()}}
                                                    for stage in ("raw", "post")}})
         for name, overrides in VARIANTS.items():
-            if name not in row:
+            if name not in row and name in args.variants:
                 row[name] = ablate(grid, record["configuration"], record["seed"], record["severity"], name, overrides)
                 write_json_atomic(path, results)
         print(key, {n: (round(v["raw"]["mean_dice"], 3), round(v["post"]["mean_dice"], 3))

@@ -279,8 +279,22 @@ def test_growth_bound_discards_leaking_masks():
     assert all(t.stage == 0 and t.discarded_area == 1600 and "model prediction kept" in t.reason
                for t in bounded.traces.values())
     for bad in (-1.0, 0.5, float("nan")):  # a bound under 1x would discard masks smaller than the model's own
-        with pytest.raises(ValueError, match="max_growth"):
-            DFGConfig(max_growth=bad)
+        for name in ("max_growth", "max_shrink"):
+            with pytest.raises(ValueError, match=name):
+                DFGConfig(**{name: bad})
+
+
+def test_shrink_bound_discards_masks_that_never_grew():
+    truth, probs, feats = two_organ_slice()
+    speck = square(SHAPE, 32, 32, 3)  # every box answered with a 9-pixel speck: constant, hence "stable"
+    shipped = refine_slice(np.zeros(SHAPE), probs, feats, FakeSegmenter(truth, mask_fn=lambda b: speck),
+                           config=DFGConfig(stage1_min_mask=5))
+    assert shipped.refined.keys() == {1, 2}
+    bounded = refine_slice(np.zeros(SHAPE), probs, feats, FakeSegmenter(truth, mask_fn=lambda b: speck),
+                           config=DFGConfig(stage1_min_mask=5, max_shrink=2.0))
+    assert not bounded.refined and np.array_equal(bounded.label, probs.argmax(0))
+    assert all(t.stage == 0 and t.discarded_area == 9 and "< 1/2 of the model's" in t.reason
+               for t in bounded.traces.values())
 
 
 def test_merge_scores_and_ties():

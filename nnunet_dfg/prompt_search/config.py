@@ -51,12 +51,17 @@ class DFGConfig:
     # project option, off (0) in the reference: a refined mask larger than max_growth x the model's own mask of
     # the class on the slice is discarded and the model's prediction kept (leaking masks, benchmarks/ANALYSIS.md)
     max_growth: float = 0.0
+    # project option, off (0): its mirror image, a refined mask smaller than the model's own by more than
+    # max_shrink x (a stage-1 seed that never grows gives a tiny box, and a tiny mask is "stable" too)
+    max_shrink: float = 0.0
 
     def __post_init__(self) -> None:
         # a dict passed by the caller is frozen too (read-only view of a private copy)
         object.__setattr__(self, "max_steps", MappingProxyType({int(k): int(v) for k, v in self.max_steps.items()}))
-        if not self.max_growth == 0 and not self.max_growth >= 1:  # NaN fails both
-            raise ValueError(f"max_growth must be 0 (off) or at least 1, got {self.max_growth}")
+        for name in ("max_growth", "max_shrink"):
+            value = getattr(self, name)
+            if not value == 0 and not value >= 1:  # NaN fails both
+                raise ValueError(f"{name} must be 0 (off) or at least 1, got {value}")
 
     def steps_for(self, cls: int) -> int:
         """Per-class step budget of stages 1 and 2 (the reference uses the same table for both)."""

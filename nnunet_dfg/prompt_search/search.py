@@ -67,20 +67,26 @@ def refine_slice(image2d: np.ndarray, probs: np.ndarray, feats: np.ndarray, segm
         else:  # deviation (module docstring): a stable stage-1 box exists, keep its mask
             refined[cls], trace.stage = first.mask, 1
             trace.reason = f"stage 1: {first.reason}; stages 2/3: {later.reason or 'empty mask'}, stage-1 mask kept"
-        _bound_growth(refined, trace, pred, config.max_growth)
+        _bound_area(refined, trace, pred, config)
     label = merge_labels(pred, refined, n_classes, config.score_refined, config.score_unrefined,
                          config.score_background)
     return SliceResult(label, refined, traces, decoder.decoder_calls, decoder.decoder_launches,
                        decoder.encoder_calls)
 
 
-def _bound_growth(refined: dict[int, np.ndarray], trace: ClassTrace, pred: np.ndarray, max_growth: float) -> None:
-    """Discard a refined mask that grew past ``max_growth`` x the model's own mask: a box that SAM answers with
-    most of the abdomen passes the pixel-count stability rules just as well as a good one (off when 0)."""
-    if max_growth <= 0 or trace.cls not in refined:
+def _bound_area(refined: dict[int, np.ndarray], trace: ClassTrace, pred: np.ndarray, config: DFGConfig) -> None:
+    """Discard a refined mask over ``max_growth`` x the model's own mask or under 1 / ``max_shrink`` of it (each
+    off when 0): a box that SAM answers with most of the abdomen, or a seed box that never grew, passes the
+    pixel-count stability rules just as well as a good one."""
+    if trace.cls not in refined:
         return
     area, own = int(refined[trace.cls].sum()), int((pred == trace.cls).sum())
-    if area > max_growth * own:
-        del refined[trace.cls]
-        trace.stage, trace.discarded_area = STAGE_NONE, area
-        trace.reason += f"; mask of {area} px > {max_growth:g} x the model's {own} px, model prediction kept"
+    if config.max_growth > 0 and area > config.max_growth * own:
+        why = f"> {config.max_growth:g} x"
+    elif config.max_shrink > 0 and area * config.max_shrink < own:
+        why = f"< 1/{config.max_shrink:g} of"
+    else:
+        return
+    del refined[trace.cls]
+    trace.stage, trace.discarded_area = STAGE_NONE, area
+    trace.reason += f"; mask of {area} px {why} the model's {own} px, model prediction kept"

@@ -30,7 +30,7 @@ class ClassTrace:
     """How one class ended on one slice.
 
     ``stage`` is the stage whose mask was kept (1, 2 or 3) or 0 when the model's prediction was kept; ``reason``
-    says why (e.g. "absent", "stable two-step", "max steps", "no stable box", a mask over the growth bound).
+    says why (e.g. "absent", "stable two-step", "max steps", "no stable box", a mask outside the area bounds).
     """
 
     cls: int
@@ -39,7 +39,7 @@ class ClassTrace:
     stage: int = STAGE_NONE
     reason: str = ""
     steps: list[StepRecord] = field(default_factory=list)
-    discarded_area: int = 0  # a refined mask of this many pixels was over DFGConfig.max_growth (0: none was)
+    discarded_area: int = 0  # a refined mask of this many pixels was outside max_growth/max_shrink (0: none)
 
     @property
     def refined(self) -> bool:

@@ -44,7 +44,7 @@ def slice_record(result: SliceResult) -> dict:
 
 def stage_summary(volume: VolumeResult) -> dict[str, dict[str, int]]:
     """Per class: on how many searched slices it ended in each stage ("0" = model prediction kept, "absent",
-    "bound" = model prediction kept because the refined mask was over the growth bound)."""
+    "bound" = model prediction kept because the refined mask was outside the area bounds)."""
     out: dict[str, Counter] = {}
     for result in volume.slices.values():
         for cls, trace in result.traces.items():
