@@ -1,6 +1,6 @@
 """Regenerates BENCHMARKS.md and its plots from scratch: the quality grid, then the speed figures.
 
-    .venv/bin/python benchmarks/run_all.py -o bench_out            # 47-60 min from scratch (2 cores); writes ./BENCHMARKS.md
+    .venv/bin/python benchmarks/run_all.py -o bench_out            # 45 min from scratch (2 cores); writes BENCHMARKS.md
     .venv/bin/python benchmarks/run_all.py -o bench_out --quick    # plumbing check in minutes (bench_out/BENCHMARKS.md)
 
 Resumable: every pipeline step and every finished phase leaves a marker in ``-o``, so a killed run continues.

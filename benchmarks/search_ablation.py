@@ -93,12 +93,15 @@ def main() -> None:
         cells = [f"{row[n]['raw']['mean_dice']:.3f} / {row[n]['post']['mean_dice']:.3f}"
                  if n in row and "error" not in row[n] else "–" for n in names]
         print(f"| {key} | " + " | ".join(cells) + " |")
-    means = []
-    for name in names:
-        done = [r[name] for r in results.values() if name in r and "error" not in r[name]]
-        raw, post = ([d[stage]["mean_dice"] for d in done] for stage in ("raw", "post"))
-        means.append(f"**{np.mean(raw):.3f} / {np.mean(post):.3f}**")
-    print("| mean | " + " | ".join(means) + " |")
+    for config in sorted({key.split()[0] for key in results}):
+        means = []
+        for name in names:
+            done = [r[name] for k, r in results.items()
+                    if k.split()[0] == config and name in r and "error" not in r[name]]
+            mean = {stage: np.mean([d[stage]["mean_dice"] for d in done]) for stage in ("raw", "post")} if done else {}
+            means.append(f"**{mean['raw']:.3f} / {mean['post']:.3f}**" if done else "–")
+        print(f"| mean {config} | " + " | ".join(means) + " |")
+
 
 if __name__ == "__main__":
     main()
