@@ -15,37 +15,23 @@ from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from nnunet_dfg.evaluation import dice
 from nnunet_dfg.nnunet_io import dataset_folder, read_json, write_json_atomic
 from nnunet_dfg.prompt_search import largest_component_per_class
+from nnunet_dfg.prompt_search.postprocess import keep_components_per_class
 
 import quality_grid
-
-
-def keep_components(label: np.ndarray, classes: list[int], keep: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Per class, keep the 3D components (face connectivity) whose sizes ``keep`` accepts; the rest -> 0."""
-    out = label.copy()
-    structure = ndimage.generate_binary_structure(label.ndim, 1)
-    for cls in classes:
-        components, n = ndimage.label(label == cls, structure=structure)
-        if n > 1:
-            sizes = np.bincount(components.ravel())
-            sizes[0] = 0
-            kept = keep(sizes)
-            kept[0] = True
-            out[(label == cls) & ~kept[components]] = 0
-    return out
 
 
 RULES: dict[str, Callable[[np.ndarray, list[int]], np.ndarray]] = {
     "none": lambda label, classes: label,
     "largest (shipped)": lambda label, classes: largest_component_per_class(label, classes),
     # drop only islands under a fifth of the largest piece: an organ split in two keeps both halves
-    "over 20% of largest": lambda label, classes: keep_components(label, classes, lambda s: s >= 0.2 * s.max()),
+    "over 20% of largest": lambda label, classes: keep_components_per_class(
+        label, classes, lambda s: s >= 0.2 * s.max()),
     # the largest piece only when it holds most of the class: otherwise which piece is the organ is a guess
-    "largest if majority": lambda label, classes: keep_components(
+    "largest if majority": lambda label, classes: keep_components_per_class(
         label, classes, lambda s: s == s.max() if s.max() * 2 >= s.sum() else s > 0),
 }
 

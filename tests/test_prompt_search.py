@@ -13,6 +13,7 @@ from nnunet_dfg.prompt_search import (DFGConfig, SDGConfig, largest_component_pe
                                       refine_slice_box, refine_slice_sdg, sdg_box)
 from nnunet_dfg.prompt_search.decoder import BoxDecoder
 from nnunet_dfg.prompt_search.masks import largest_component
+from nnunet_dfg.prompt_search.postprocess import keep_components_per_class
 from nnunet_dfg.prompt_search.merge import merge_labels
 from nnunet_dfg.prompt_search.neighbours import (grow_by_eligibility, grow_by_links, neighbour_offsets,
                                                  normalise_channels, pair_links, pair_similarity)
@@ -353,6 +354,11 @@ def test_largest_component_per_class_and_absent_class_stays_absent():
     assert (out[2, 15:17, 15:17] == 0).all()  # island removed to background
     assert np.array_equal(out == 1, (vol == 1) & ~((np.arange(20)[None, :, None] >= 15) & (vol == 1)))
     assert np.array_equal(out == 3, vol == 3)
+    # the shared mechanism with another rule: keeping pieces of at least 4 voxels keeps the 2x2 island too
+    kept = keep_components_per_class(vol, [1, 2, 3], lambda sizes: sizes >= 4)
+    assert np.array_equal(kept, vol)
+    dropped = keep_components_per_class(vol, [1], lambda sizes: sizes >= 5, background=9)
+    assert (dropped[2, 15:17, 15:17] == 9).all() and np.array_equal(dropped == 1, out == 1)
 
 
 def test_largest_component_helper_fills_and_picks_largest():

@@ -284,10 +284,11 @@ def refine_case(case: str, files: list[Path], pred, predict_s: float, predictor,
     writer = predictor.plans_manager.image_reader_writer_class()
     out.add_images(files, opts.copy_images)
     out.write_segmentation(writer, raw, out.raw_label_file(case), pred.properties)
-    model_label = predictor.to_original_grid(np.argmax(pred.probs, 0).astype(np.uint8), pred.properties)
-    out.write_segmentation(writer, model_label, out.model_label_file(case), pred.properties)
+    model = np.argmax(pred.probs, 0).astype(np.uint8)
+    out.write_segmentation(writer, predictor.to_original_grid(model, pred.properties), out.model_label_file(case),
+                           pred.properties)
     t5 = time.perf_counter()
-    voxels = {"model_network_grid": voxel_counts(np.argmax(pred.probs, 0), labels),
+    voxels = {"model_network_grid": voxel_counts(model, labels),
               "refined_network_grid": voxel_counts(volume.label, labels),
               "before_postprocessing": voxel_counts(raw, labels),
               "after_postprocessing": voxel_counts(final, labels)}
