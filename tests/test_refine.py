@@ -166,10 +166,14 @@ def test_reports_hold_traces_counts_and_timings(tiny, full_run):
     assert searched, "the tiny model should be confident about some class somewhere"
     assert all(c["n_steps"] == len(c["steps"]) > 0 and c["reason"] for c in searched)
     assert {"stage", "step", "box", "area", "changed_1"} <= set(searched[0]["steps"][0])
-    # which stage's mask is kept depends on the trained weights (it differs between CPUs); that the search runs
-    # through stage 2 does not, given TINY_DFG's lowered thresholds
+    # which stage's mask is kept depends on the trained weights, which differ between training runs; so does
+    # whether one given case reaches stage 2 (a CI run's model stopped every case_0000 search in stage 1), but
+    # with TINY_DFG's lowered thresholds some case of the three does
     assert {c["stage"] for c in searched} <= {0, 1, 2, 3}
-    assert {s["stage"] for c in searched for s in c["steps"]} >= {1, 2}, "the search reaches stage 2 on this case"
+    reports = [json.loads(p.read_text()) for p in sorted((_out(tiny, 802) / "dfg_refine" / "reports").iterdir())]
+    reached = {s["stage"] for r in reports for sl in r["slices"].values() for c in sl["classes"].values()
+               if c["present"] for s in c["steps"]}
+    assert len(reports) == len(CASES) and reached >= {1, 2}, "the search reaches stage 2 in some case"
     assert sum(report["stages"]["3"].values()) == 12  # every searched slice accounted for
     assert report["calls"]["encoder"] == sum(s["encoder_calls"] for s in report["slices"].values()) > 0
     vox = report["voxels"]
