@@ -76,12 +76,16 @@ def test_fa_keeps_prototypes_and_adapts_the_rest(chain):
     key = [k for k in src["network_weights"] if k.startswith("decoder.seg_layers.") and k.endswith("weight")][-1]
     assert not any(k.endswith("bias") and "seg_layers" in k for k in src["network_weights"])
     assert torch.equal(src["network_weights"][key], fa["network_weights"][key])
+    # nnU-Net's own loader brought the classifier through its alias (it skips '.seg_layers.' keys)
+    assert torch.equal(src["network_weights"]["prototype_head.weight"], src["network_weights"][key])
+    assert torch.equal(fa["network_weights"]["prototype_head.weight"], src["network_weights"][key])
     changed = [k for k in src["network_weights"] if k.startswith("encoder.")
                and not torch.equal(src["network_weights"][k], fa["network_weights"][k])]
     assert changed, "FA did not update the encoder"
     log = fa["logging"]
     assert len(log["fa_forward"]) == len(log["train_losses"]) == 2
-    assert "Loaded the complete source network" in chain["fa"].stdout
+    assert "Loading pretrained weights from file" in chain["fa"].stdout
+    assert "started from the loaded network, classifier included" in chain["fa"].stdout
     assert (chain["fa_model"] / "fold_all/progress.png").is_file()
     assert "FA loss" in (next((chain["fa_model"] / "fold_all").glob("training_log_*.txt"))).read_text()
 
@@ -95,18 +99,18 @@ def test_predict_and_evaluate(chain):
     assert "mean" in chain["ev"].stdout.lower()
 
 
-@pytest.mark.parametrize("content, message", [(None, "source checkpoint not found"),
-                                              (b"not a checkpoint", "is unreadable")])
-def test_bad_checkpoint_is_one_line_and_writes_nothing(chain, content, message):
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_bad_checkpoint_fails_in_nnunets_loader(chain, content):
+    """A missing or unreadable -pretrained_weights file stops nnU-Net's own loader before any training step."""
     ckpt = chain["root"] / "bad.pth"
+    ckpt.unlink(missing_ok=True)
     if content is not None:
         ckpt.write_bytes(content)
     proc = run(["nnUNetv2_train", "702", chain["config"], "all", "-tr", "nnUNetTrainerDFG_FA_demo", "-device", "cpu",
                 "-pretrained_weights", str(ckpt)], chain["env"], check=False)
-    assert proc.returncode == 2
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("ERROR: source checkpoint") and message in last
-    assert not list((chain["root"] / "res/Dataset702_DFGSynthTarget").glob("nnUNetTrainerDFG_FA_demo__*"))
+    assert proc.returncode != 0
+    assert "load_pretrained_weights" in proc.stderr  # the traceback ends in nnU-Net's loader
+    assert not list((chain["root"] / "res/Dataset702_DFGSynthTarget").glob("nnUNetTrainerDFG_FA_demo__*/*/*.pth"))
 
 
 def test_fa_without_source_weights_refuses(chain):
@@ -131,7 +135,7 @@ def test_refine_then_self_training_through_stock_commands(chain):
     fa_ckpt = chain["fa_model"] / "fold_all/checkpoint_final.pth"
     st = run(["nnUNetv2_train", "802", "2d", "all", "-tr", "nnUNetTrainerDFG_ST_test", "-device", "cpu",
               "-pretrained_weights", str(fa_ckpt)], env)
-    assert "Loaded the complete source network" in st.stdout
+    assert "started from the loaded network, classifier included" in st.stdout
     st_model = root / "res/Dataset802_DFGSynthTargetPseudoDFG/nnUNetTrainerDFG_ST_test__nnUNetPlans__2d"
     before = torch.load(fa_ckpt, map_location="cpu", weights_only=False)["network_weights"]
     after = torch.load(st_model / "fold_all/checkpoint_final.pth", map_location="cpu", weights_only=False)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import full_weights
+from .network_parts import weights_were_loaded
 from .source import nnUNetTrainerDFG_Source
 
 
@@ -23,8 +23,9 @@ class StepDecayLR:
 class nnUNetTrainerDFG_Adapt(nnUNetTrainerDFG_Source):
     """Base of the adaptation trainers: Adam with a step-decayed lr, started from a full checkpoint.
 
-    ``-pretrained_weights CKPT`` loads every weight, classifier included (see ``full_weights``); training without
-    it, or from a checkpoint of another network, stops with one line before anything is written.
+    ``nnUNetv2_train -pretrained_weights CKPT`` loads every weight with nnU-Net's own loader, the classifier
+    included through its ``prototype_head`` alias (see ``network_parts``); training without it (and not resuming
+    with ``--c``) stops with one line at the start of training.
     """
 
     lr_decay: float = 0.8
@@ -32,13 +33,8 @@ class nnUNetTrainerDFG_Adapt(nnUNetTrainerDFG_Source):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
-        full_weights.install()
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
-
-    def initialize(self):
-        super().initialize()
-        full_weights.mark_for_full_weights(self.network)
 
     def frozen_parameters(self) -> list:
         return []
@@ -52,14 +48,10 @@ class nnUNetTrainerDFG_Adapt(nnUNetTrainerDFG_Source):
                                 self.num_iterations_per_epoch)
         return optimizer, scheduler
 
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        super().load_checkpoint(filename_or_checkpoint)
-        self._resumed = True
-
     def on_train_start(self):
         super().on_train_start()
-        if full_weights.loaded_from(self.network) is None and not getattr(self, "_resumed", False):
+        if not weights_were_loaded(self.network):
             raise RuntimeError(f"{self.__class__.__name__} continues an earlier model: pass "
                                "-pretrained_weights <results of the previous step>/fold_X/checkpoint_final.pth")
         self.print_to_log_file(f"Adam lr={self.initial_lr} wd={self.weight_decay}, x{self.lr_decay} every "
-                               f"{self.decay_every} iterations; started from {full_weights.loaded_from(self.network)}")
+                               f"{self.decay_every} iterations; started from the loaded network, classifier included")

@@ -28,7 +28,7 @@ class nnUNetTrainerDFG_FA(nnUNetTrainerDFG_Adapt):
     the prototypes classify. The low-resolution heads are frozen with the classifier and play no part.
 
     Start it from the full source checkpoint: ``-pretrained_weights .../checkpoint_final.pth`` loads every weight,
-    classifier included (nnU-Net's own loader would skip it; see ``full_weights``).
+    classifier included (through its ``prototype_head`` alias; see ``network_parts``).
     """
 
     fa_tau: float = 1.0
