@@ -28,7 +28,10 @@ def env_folder(name: str) -> Path:
 
 
 def dataset_folder(root: Path, dataset_id: int | str) -> Path:
-    """The ``DatasetXXX_Name`` folder for an id (or a full name) inside ``root``."""
+    """The ``DatasetXXX_Name`` folder for an id (or a full name) inside ``root``.
+
+    Not nnU-Net's ``maybe_convert_to_dataset_name``: that reads this process's nnUNet_* variables, while the
+    pipeline and the benchmarks resolve ids in trees of their own (the environment of their subprocesses)."""
     name = str(dataset_id)
     if name.startswith("Dataset"):
         path = root / name
@@ -95,6 +98,14 @@ def atomic_path(path: Path, suffix: str = ".partial", tmp_dir: Path | None = Non
             tmp_path.unlink()
 
 
+def write_segmentation(writer, seg, final: Path, properties: dict, file_ending: str,
+                       tmp_dir: Path | None = None) -> None:
+    """nnU-Net's ``writer.write_seg`` under a temporary name with the right ending (the writer picks the format
+    from it), renamed onto ``final``."""
+    with atomic_path(final, suffix=file_ending, tmp_dir=tmp_dir) as tmp:
+        writer.write_seg(seg, str(tmp), properties)
+
+
 @contextmanager
 def atomic_folder(path: Path) -> Iterator[Path]:
     """Builds a folder under a temporary name and renames it into place when the block succeeds."""
@@ -112,7 +123,10 @@ def atomic_folder(path: Path) -> Iterator[Path]:
 
 
 def list_cases(folder: Path, file_ending: str, num_channels: int) -> dict[str, list[Path]]:
-    """Case id -> channel files (``CASE_XXXX<ending>``), checking that every case has every channel."""
+    """Case id -> channel files (``CASE_XXXX<ending>``), checking that every case has every channel.
+
+    Not nnU-Net's ``create_lists_from_splitted_dataset_folder``: it lists hidden files (our partial writes), checks
+    neither the naming nor the channel count, and starts a 12-process pool for a directory listing."""
     if not folder.is_dir():
         raise UserError(f"image folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.name.endswith(file_ending) and not p.name.startswith("."))

@@ -8,10 +8,10 @@ import sys
 
 from _tiny_model import ThresholdSegmenter  # this file's folder is sys.path[0] when run as a script
 
-import nnunet_dfg.refine.command as refine_command
+import nnunet_dfg.command_base as command_base
 from nnunet_dfg.cli import main
 
-refine_command.open_segmenter = lambda *args, **kwargs: ThresholdSegmenter()
+command_base.open_segmenter = lambda *args, **kwargs: ThresholdSegmenter()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,8 +9,8 @@ from scipy import ndimage
 
 from fake_segmenter import (FakeSegmenter, box_mask, by_width, constant_links, naive_grow, sam_like_features, square,
                             two_organ_slice)
-from nnunet_dfg.prompt_search import (DFGConfig, SDGConfig, largest_component_per_class, plain_box, refine_slice,
-                                      refine_slice_box, refine_slice_sdg, sdg_box)
+from nnunet_dfg.prompt_search import (DFGConfig, SDGConfig, box_slice_result, class_boxes, largest_component_per_class,
+                                      plain_box, refine_slice, sdg_box)
 from nnunet_dfg.prompt_search.decoder import BoxDecoder
 from nnunet_dfg.prompt_search.masks import largest_component
 from nnunet_dfg.prompt_search.postprocess import keep_components_per_class
@@ -19,6 +19,7 @@ from nnunet_dfg.prompt_search.neighbours import (grow_by_eligibility, grow_by_li
                                                  normalise_channels, pair_links, pair_similarity)
 from nnunet_dfg.prompt_search.seed import is_present, seed_region
 from nnunet_dfg.prompt_search.stages import BoxSequence, run_stage1, run_stage2
+from nnunet_dfg.volume import refine_volume
 
 CFG = DFGConfig()
 
@@ -328,19 +329,37 @@ def test_sdg_box_largest_component_scaled_back():
     assert sdg_box(small) == (7, 5, 19, 8)
 
 
-def test_refine_slice_sdg_one_launch_and_missing_box():
+def _box_slice(probs, prompt, seg):
+    """One slice through the volume engine (the one place box prompts meet the segmenter)."""
+    return refine_volume(np.zeros((1,) + SHAPE), probs[:, None], None, seg, prompt).slices[0]
+
+
+def test_box_prompts_one_launch_per_slice_and_missing_box():
     truth, probs, _ = two_organ_slice()
     probs = probs.copy()
     probs[2] = np.minimum(probs[2], 0.5)  # class 2 never confident: no SDG box
+    assert class_boxes(probs, "sdg", SDGConfig()) == {1: sdg_box(probs[1])}
     seg = FakeSegmenter(truth)
-    res = refine_slice_sdg(np.zeros(SHAPE), probs, seg)
+    res = _box_slice(probs, "sdg", seg)
     assert res.refined.keys() == {1} and seg.launches == 1 and res.traces[2].reason == "no foreground"
+    assert res.encoder_calls == res.decoder_launches == res.decoder_calls == 1
     assert np.array_equal(res.refined[1], (truth == 1) & box_mask(SHAPE, sdg_box(probs[1])))
-    res_box = refine_slice_box(np.zeros(SHAPE), probs, FakeSegmenter(truth))
-    assert res_box.traces[1].steps[0].box == plain_box(probs[1])
+    res_box = _box_slice(probs, "box", FakeSegmenter(truth))
+    assert res_box.traces[1].steps[0].box == plain_box(probs[1]) and res_box.traces[1].reason == "plain box"
     empty = FakeSegmenter(truth)
-    none = refine_slice_sdg(np.zeros(SHAPE), np.stack([np.ones(SHAPE), np.zeros(SHAPE)]), empty)
-    assert empty.embed_calls == 0 and not none.refined and not none.label.any()
+    none = _box_slice(np.stack([np.ones(SHAPE), np.zeros(SHAPE)]), "sdg", empty)
+    assert empty.embed_calls == 0 and not none.refined and not none.label.any() and none.encoder_calls == 0
+
+
+def test_box_slice_result_merges_refined_over_model():
+    pred = np.zeros((6, 6), np.uint8)
+    pred[0:2, 0:2] = 1
+    pred[4:6, 4:6] = 2
+    mask = np.zeros((6, 6), bool)
+    mask[1:4, 1:4] = True
+    res = box_slice_result(pred, 3, "sdg", {1: (1, 1, 3, 3)}, [mask], SDGConfig())
+    assert np.array_equal(res.label == 1, mask) and np.array_equal(res.label == 2, pred == 2)
+    assert res.traces[1].steps[0].area == 9 and res.traces[2].reason == "no foreground"
 
 
 # ---------------------------------------------------------------- post-processing

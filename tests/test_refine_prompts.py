@@ -49,8 +49,17 @@ def test_several_modes_match_single_runs_and_encode_each_slice_once(tiny):
     assert 0 < max(singles) <= shared.embed_calls <= 4 * 3 and shared.embed_calls < sum(singles)
 
 
-def test_several_modes_resume_per_mode(tiny):
-    again = refine_datasets(_opts(tiny, prompt="box,dfg"), ThresholdSegmenter())
+@pytest.fixture
+def own_tiny(tmp_path_factory, tiny_model_root) -> TinyModel:
+    """A copy of its own, so the outcome does not depend on which test wrote outputs before."""
+    yield from tiny_copy(tmp_path_factory, tiny_model_root, "refine_prompts_resume")
+
+
+def test_several_modes_resume_per_mode(own_tiny):
+    """A second run with the same modes (any order) skips every case of every mode."""
+    first = refine_datasets(_opts(own_tiny, prompt="dfg,box"), ThresholdSegmenter())
+    assert all(s["cases_done"] == ["case_0000", "case_0001", "case_0002"] for s in first.values())
+    again = refine_datasets(_opts(own_tiny, prompt="box,dfg"), ThresholdSegmenter())
     assert all(s["cases_done"] == [] and s["cases_skipped"] == 3 for s in again.values())
 
 

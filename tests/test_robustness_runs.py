@@ -184,7 +184,7 @@ def test_one_empty_case_among_others_is_kept(tiny, monkeypatch):
     """Per-case emptiness is legitimate (an organ-free scan): only an all-empty dataset is refused. The prediction
     of case_0001 is blanked in process (a test double of the network's output)."""
     from nnunet_dfg.refine import refine_dataset
-    from nnunet_dfg.refine.predict_features import FeaturePredictor
+    from nnunet_dfg.volume.predictor import FeaturePredictor
 
     predict = FeaturePredictor.predict_case
 

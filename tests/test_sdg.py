@@ -17,9 +17,9 @@ from conftest import tiny_copy
 from _tiny_model import ThresholdSegmenter, TinyModel
 from nnunet_dfg.errors import UserError
 from nnunet_dfg.prompt_search import SDGConfig
-from nnunet_dfg.refine import refine_volume
 from nnunet_dfg.sdg import (FinetuneOptions, PredictOptions, dice_bce_loss, finetune_sam, foreground_slices,
-                            jitter_box, refine_volume_tiled, sdg_predict, slice_prompts)
+                            jitter_box, sdg_predict, slice_prompts)
+from nnunet_dfg.volume import refine_volume
 from nnunet_dfg.sdg.slices import epoch_order
 
 # ---------------------------------------------------------------- pure pieces
@@ -76,12 +76,12 @@ def _toy(n_slices: int = 6, size: int = 24):
 
 @pytest.mark.parametrize("tile", [1, 2])
 def test_tiled_volume_equals_per_slice_sdg(tile):
-    """Against refine's per-slice SDG path: identical labels and masks (the stand-in is invariant to the
-    per-slice scaling), one encoder pass per 4 slices with boxes when tiled."""
+    """Against the per-slice path: identical labels and masks (the stand-in is invariant to the per-slice
+    scaling), one encoder pass per 4 slices with boxes when tiled."""
     image, probs = _toy()
     ref = refine_volume(image, probs, None, ThresholdSegmenter(), "sdg", SDGConfig())
     seg = ThresholdSegmenter()
-    out = refine_volume_tiled(image, probs, seg, "sdg", SDGConfig(), tile=tile)
+    out = refine_volume(image, probs, None, seg, "sdg", SDGConfig(), tile=tile)
     assert np.array_equal(out.label, ref.label)
     for z, r in ref.slices.items():
         assert sorted(out.slices[z].refined) == sorted(r.refined)

@@ -53,7 +53,6 @@ def chain(request, tmp_path_factory):
 
 
 def test_hook_registered_trainers_without_manual_variable(chain):
-    assert "nnUNet_extTrainer" not in chain["env"]
     assert "Using trainer 'nnUNetTrainerDFG_FA_test'" in chain["fa"].stdout
 
 
@@ -94,8 +93,9 @@ def test_predict_and_evaluate(chain):
     assert (chain["pred"] / "case_0003.nii.gz").is_file()
     result = json.loads((chain["pred"] / "dfg_evaluation.json").read_text())
     assert set(result["per_class"]) == {"spleen", "right_kidney", "left_kidney", "liver"}
-    for value in [result["mean_dice"], result["mean_assd"]]:
-        assert value == value  # not NaN
+    dice = [c["dice"] for c in result["per_class"].values()]
+    assert all(0.0 <= d <= 1.0 for d in dice) and result["mean_dice"] == pytest.approx(np.mean(dice))
+    assert result["mean_assd"] >= 0.0 and list(result["per_case"]) == ["case_0003"]
     assert "mean" in chain["ev"].stdout.lower()
 
 
@@ -166,7 +166,9 @@ def test_refine_in_3d_fullres(chain):
         assert label.GetSize() == image.GetSize() and np.allclose(label.GetSpacing(), image.GetSpacing())
         assert set(np.unique(sitk.GetArrayFromImage(label))) <= {0, 1, 2, 3, 4}
         report = json.loads((pseudo / "dfg_refine/reports" / f"case_000{i}.json").read_text())
-        assert len(report["slices_searched"]) == 2 and report["calls"]["encoder"] <= 2
+        # SAM ran on both searched slices (one encoder pass each) and decoded boxes there
+        assert len(report["slices_searched"]) == 2 and report["calls"]["encoder"] == 2
+        assert report["calls"]["decoder"] >= 2
         assert all(set(s["classes"]) == {"1", "2", "3", "4"} for s in report["slices"].values())
         after, before = report["voxels"]["after_postprocessing"], report["voxels"]["before_postprocessing"]
         assert all(after[k] <= before[k] for k in after)

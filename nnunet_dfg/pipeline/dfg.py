@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..nnunet_io import atomic_folder, dataset_folder, read_json, write_json_atomic
-from ..refine.command import OUT_ID_OFFSET
+from ..command_base import OUT_ID_OFFSET
 from .runner import Runner, Step
 
 PSEUDO_PROMPTS = ("dfg", "box", "sdg")

@@ -5,20 +5,21 @@ Pure numpy/scipy, no file I/O; the segmenter is any object with ``embed(image2d)
 """
 from .config import DFGConfig, SDGConfig
 from .postprocess import largest_component_per_class
-from .sdg import plain_box, refine_slice_box, refine_slice_sdg, sdg_box
+from .sdg import BOX_PROMPTS, box_slice_result, class_boxes, plain_box, sdg_box
 from .search import refine_slice
 from .trace import ClassTrace, SliceResult, StepRecord
 
 __all__ = [
+    "BOX_PROMPTS",
     "ClassTrace",
     "DFGConfig",
     "SDGConfig",
     "SliceResult",
     "StepRecord",
+    "box_slice_result",
+    "class_boxes",
     "largest_component_per_class",
     "plain_box",
     "refine_slice",
-    "refine_slice_box",
-    "refine_slice_sdg",
     "sdg_box",
 ]

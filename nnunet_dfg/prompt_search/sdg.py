@@ -1,17 +1,17 @@
-"""SDG refined boxes (METHOD.md, SDG step 2), the plain-box baseline, and their one-shot per-slice refinement.
+"""SDG refined boxes (METHOD.md, SDG step 2), the plain-box baseline, and a slice's result from SAM's masks.
 
-Unlike DFG there is no search: one box per class, all classes decoded in a single launch against one embedding,
-and SAM's mask is used as is (the SDG reference thresholds the sigmoid and keeps every region).
+Unlike DFG there is no search: one box per class, and SAM's mask is used as is (the SDG reference thresholds the
+sigmoid and keeps every region). Running SAM on the boxes (tiled or not) is the volume engine's job
+(``nnunet_dfg.volume``); this module stays pure.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Mapping, Sequence
 
 import numpy as np
 from skimage.transform import resize
 
 from .config import SDGConfig
-from .decoder import BoxDecoder
 from .masks import Box, bbox, largest_component
 from .merge import merge_labels
 from .trace import ClassTrace, SliceResult, StepRecord
@@ -47,43 +47,38 @@ def plain_box(prob2d: np.ndarray, threshold: float = 0.5) -> Box | None:
     return bbox(np.asarray(prob2d) > threshold)
 
 
-BoxRule = Callable[[np.ndarray], "Box | None"]
+BOX_PROMPTS: tuple[str, ...] = ("sdg", "box")
+_REASONS = {"sdg": "sdg box", "box": "plain box"}
 
 
-def _refine_with_boxes(image2d: np.ndarray, probs: np.ndarray, segmenter: Any, box_rule: BoxRule, reason: str,
-                       config: SDGConfig, embedding: Any, lazy: bool) -> SliceResult:
-    probs = np.asarray(probs)
-    n_classes = probs.shape[0]
-    pred = np.argmax(probs, axis=0)
-    traces: dict[int, ClassTrace] = {}
-    boxes: dict[int, Box] = {}
-    for cls in range(1, n_classes):
-        box = box_rule(probs[cls])
-        traces[cls] = ClassTrace(cls, box is not None, reason=reason if box is not None else "no foreground")
+def class_boxes(probs2d: np.ndarray, prompt: str, config: SDGConfig) -> dict[int, Box]:
+    """Foreground class -> its box on one slice's (K, H, W) probabilities (``sdg``: :func:`sdg_box`, ``box``:
+    :func:`plain_box`); classes without a box are left out."""
+    if prompt not in BOX_PROMPTS:
+        raise ValueError(f"prompt must be one of {BOX_PROMPTS}, got {prompt!r}")
+    boxes = {}
+    for cls in range(1, probs2d.shape[0]):
+        box = (sdg_box(probs2d[cls], config.threshold, config.downscale) if prompt == "sdg"
+               else plain_box(probs2d[cls], config.plain_threshold))
         if box is not None:
             boxes[cls] = box
-    decoder = BoxDecoder(segmenter, image2d, embedding, lazy=lazy)
-    masks = decoder.decode(list(boxes.values()))  # one launch; no embedding at all when there is no box
+    return boxes
+
+
+def box_slice_result(pred: np.ndarray, n_classes: int, prompt: str, boxes: Mapping[int, Box],
+                     masks: Sequence[np.ndarray], config: SDGConfig, decoder_launches: int = 0,
+                     encoder_calls: int = 0) -> SliceResult:
+    """One slice's result from its class boxes and SAM's masks for them (in the same order): SAM's mask used as is
+    for every boxed class, the model's argmax ``pred`` for the others, DFG-style score merge."""
+    reason = _REASONS[prompt]
+    traces = {c: ClassTrace(c, c in boxes, reason=reason if c in boxes else "no foreground")
+              for c in range(1, n_classes)}
     refined: dict[int, np.ndarray] = {}
     for (cls, box), mask in zip(boxes.items(), masks):
-        refined[cls] = mask
+        refined[cls] = np.asarray(mask, dtype=bool)
         traces[cls].stage = 1
         traces[cls].steps.append(StepRecord(1, 0, box, int(np.count_nonzero(mask))))
     label = merge_labels(pred, refined, n_classes, config.score_refined, config.score_unrefined,
                          config.score_background)
-    return SliceResult(label, refined, traces, decoder.decoder_calls, decoder.decoder_launches,
-                       decoder.encoder_calls)
-
-
-def refine_slice_sdg(image2d: np.ndarray, probs: np.ndarray, segmenter: Any, config: SDGConfig = SDGConfig(),
-                     embedding: Any = None, lazy: bool = True) -> SliceResult:
-    """SAM with one SDG box per class (classes without a box keep the model prediction), DFG-style merge."""
-    return _refine_with_boxes(image2d, probs, segmenter, lambda p: sdg_box(p, config.threshold, config.downscale),
-                              "sdg box", config, embedding, lazy)
-
-
-def refine_slice_box(image2d: np.ndarray, probs: np.ndarray, segmenter: Any, config: SDGConfig = SDGConfig(),
-                     embedding: Any = None, lazy: bool = True) -> SliceResult:
-    """Baseline: SAM with the unfiltered bbox of each class's thresholded probability map, DFG-style merge."""
-    return _refine_with_boxes(image2d, probs, segmenter, lambda p: plain_box(p, config.plain_threshold),
-                              "plain box", config, embedding, lazy)
+    return SliceResult(label, refined, traces, decoder_calls=len(boxes), decoder_launches=decoder_launches,
+                       encoder_calls=encoder_calls)

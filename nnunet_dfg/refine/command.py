@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -18,44 +17,27 @@ from typing import Any
 
 import numpy as np
 
+from ..command_base import OUT_ID_OFFSET, ModelOptions, add_model_arguments, check_images, options_from_args
 from ..errors import UserError
-from ..image_checks import check_case_images
-from ..nnunet_io import dataset_folder, env_folder, list_cases, read_json, resolve_model_folder
+from ..nnunet_io import dataset_folder, env_folder, list_cases, read_json
 from ..prepare_target import check_compatible
-from ..sam.open import open_segmenter
+from ..volume import PROMPTS, default_config, select_slices
 from .layout import OutputDataset, check_resumable, output_dataset_json, resolve_output, write_dataset_json
-from .volume import PROMPTS, default_config, select_slices
-
-OUT_ID_OFFSET = {"dfg": 100, "box": 110, "sdg": 120}  # default output id: target id + offset
 
 
-@dataclass
-class RefineOptions:
-    dataset: str | None = None            # -d: target raw dataset (images) and, without -m, the model's dataset
+@dataclass(kw_only=True)
+class RefineOptions(ModelOptions):
+    """``-d`` is the target raw dataset (images) and, without ``-m``, the model's dataset."""
+
     images: Path | None = None            # -i: image folder instead of the dataset's imagesTr
-    model: Path | None = None             # -m: model folder instead of nnUNet_results/<-d>/<tr>__<p>__<c>
-    configuration: str = "2d"
-    fold: str = "0"
-    trainer: str = "nnUNetTrainerDFG_FA"
-    plans: str = "nnUNetPlans"
-    checkpoint: str = "checkpoint_final.pth"
     prompt: str = "dfg"
-    sam: str = "litemedsam"
-    sam_mode: str | None = None
     search_config: str | None = None      # JSON overrides of DFGConfig / SDGConfig fields
     out_id: int | None = None
     name: str | None = None               # output dataset name (default: <target name>Pseudo<PROMPT>)
     copy_images: bool = False
-    num_parts: int = 1
-    part_id: int = 0
     max_cases: int | None = None          # stop after this many cases (this part)
     max_slices: int | None = None         # search at most this many slices per case (debugging, tests)
-    disable_tta: bool = False
-    step_size: float = 0.5
-    device: str = "cpu"
     save_figures: Path | None = None
-    progress: bool = True
-    tile: int = 1                         # sdg/box: n x n slices share one encoder pass (SDG's merging strategy)
 
 
 def parse_prompts(text: str) -> list[str]:
@@ -101,10 +83,6 @@ def parse_search_config(prompt: str, text: str | None):
     return parse_search_configs([prompt], text)[prompt]
 
 
-def _resolve_model(opts: RefineOptions) -> Path:
-    return resolve_model_folder(opts.model, opts.dataset, opts.trainer, opts.plans, opts.configuration)
-
-
 def _resolve_target(opts: RefineOptions) -> tuple[Path, str, int | None]:
     """(image folder, target name, target id or None)."""
     if opts.images is not None:
@@ -115,24 +93,10 @@ def _resolve_target(opts: RefineOptions) -> tuple[Path, str, int | None]:
     return raw / "imagesTr", raw.name.split("_", 1)[1], int(raw.name[len("Dataset"):].split("_")[0])
 
 
-def _portable(path: Path) -> str:
-    """``$nnUNet_raw/...`` or ``$nnUNet_results/...`` where the path lies inside one, so that an nnU-Net tree moved
-    as a whole (its variables pointing to the new place) still resumes; other paths stay absolute."""
-    path = Path(path).resolve()
-    for name in ("nnUNet_raw", "nnUNet_results"):
-        root = os.environ.get(name)
-        if root and path.is_relative_to(Path(root).resolve()):
-            return f"${name}/{path.relative_to(Path(root).resolve()).as_posix()}"
-    return str(path)
-
-
 def _metadata(opts: RefineOptions, prompt: str, model: Path, images: Path, overrides: dict) -> dict:
     """What determines the labels: stored in dataset.json, and equal across parts and resumed runs."""
     return json.loads(json.dumps({
-        "prompt": prompt, "model": _portable(model), "fold": str(opts.fold), "checkpoint": opts.checkpoint,
-        "images": _portable(images), "sam": opts.sam, "sam_mode": opts.sam_mode, "search_config": overrides,
-        "mirroring": not opts.disable_tta, "step_size": opts.step_size, "max_slices": opts.max_slices,
-        "tile": opts.tile,
+        "prompt": prompt, **opts.settings(model, images), "search_config": overrides, "max_slices": opts.max_slices,
         "postprocessing": "largest 3D component per class (face connectivity)",
     }))
 
@@ -167,21 +131,20 @@ def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dic
     from ..sam.memo import EmbeddingMemo
 
     prompts = parse_prompts(opts.prompt)
-    if opts.tile not in (1, 2) or (opts.tile > 1 and "dfg" in prompts):
+    opts.check()
+    if opts.tile > 1 and "dfg" in prompts:
         raise UserError("--tile 2 is for --prompt sdg or box (the DFG search decodes step by step per slice)")
-    if opts.num_parts < 1 or not 0 <= opts.part_id < opts.num_parts:
-        raise UserError(f"-part_id must lie in 0..{opts.num_parts - 1}")
     if len(prompts) > 1 and (opts.out_id is not None or opts.name):
         raise UserError("--out-id/--name name one output: with several --prompt modes each takes its default "
                         "(target id + 100 dfg, + 110 box, + 120 sdg)")
     configs = parse_search_configs(prompts, opts.search_config)
-    model = _resolve_model(opts)
+    model = opts.resolve_model()
     images, target_name, target_id = _resolve_target(opts)
     model_dataset = read_json(model / "dataset.json")
     if opts.images is None and (images.parent / "dataset.json").is_file():
         check_compatible(model_dataset, read_json(images.parent / "dataset.json"))
     cases = list_cases(images, model_dataset["file_ending"], len(model_dataset["channel_names"]))
-    mine = sorted(cases)[opts.part_id::opts.num_parts]
+    mine = opts.my_cases(cases)
     outputs = []
     for prompt in prompts:
         folder = resolve_output(env_folder("nnUNet_raw"), opts.out_id, target_id,
@@ -198,14 +161,9 @@ def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dic
     todo = [c for c in mine if any(c in o.todo for o in outputs)]
     predictor = None
     if todo:  # check the images, load everything (and fail on bad models) before the first file is written
-        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-        from .predict_features import FeaturePredictor
-        reader = PlansManager(str(model / "plans.json")).image_reader_writer_class
-        check_case_images({c: cases[c] for c in todo}, reader)
-        predictor = FeaturePredictor(model, opts.fold, opts.checkpoint, opts.device, not opts.disable_tta,
-                                     opts.step_size)
-        segmenter = segmenter if segmenter is not None else open_segmenter(opts.sam, opts.device, opts.sam_mode)
+        predictor = opts.open_predictor(model)
+        check_images({c: cases[c] for c in todo}, predictor.plans_manager.image_reader_writer_class)
+        segmenter = opts.open_segmenter(segmenter)
     memo = EmbeddingMemo(segmenter) if len(prompts) > 1 else segmenter
     for o in outputs:
         o.out.create()
@@ -257,7 +215,7 @@ def refine_case(case: str, files: list[Path], pred, predict_s: float, predictor,
     marker)."""
     from ..prompt_search import largest_component_per_class
     from .report import case_report, voxel_counts
-    from .volume import refine_volume
+    from ..volume import refine_volume
 
     out, prompt, config = output.out, output.prompt, output.config
     t1 = time.perf_counter()
@@ -265,13 +223,8 @@ def refine_case(case: str, files: list[Path], pred, predict_s: float, predictor,
     on_slice = None
     if bar is not None:
         on_slice = lambda z, r: bar.set_postfix_str(f"{case} {prompt} slice {z + 1}/{pred.probs.shape[1]}")  # noqa
-    if opts.tile > 1:
-        from ..sdg.volume import refine_volume_tiled
-        volume = refine_volume_tiled(pred.image, pred.probs, segmenter, prompt, config, opts.tile, slices,
-                                     on_slice)
-    else:
-        volume = refine_volume(pred.image, pred.probs, pred.features, segmenter, prompt, config, slices,
-                               on_slice)
+    volume = refine_volume(pred.image, pred.probs, pred.features, segmenter, prompt, config, slices, on_slice,
+                           tile=opts.tile)
     t2 = time.perf_counter()
     raw = predictor.to_original_grid(volume.label, pred.properties)
     foreground = [v for v in labels.values() if v != 0]
@@ -317,7 +270,7 @@ def write_figures(root: Path, case: str, image: np.ndarray, probs: np.ndarray, v
 
 
 def _run(args: argparse.Namespace) -> None:
-    opts = RefineOptions(**{f.name: getattr(args, f.name) for f in fields(RefineOptions) if hasattr(args, f.name)})
+    opts = options_from_args(RefineOptions, args)
     for prompt, summary in refine_datasets(opts).items():
         print(f"{prompt}: refined {len(summary['cases_done'])} case(s), {summary['cases_skipped']} already done "
               f"-> {summary['output']}")
@@ -328,37 +281,22 @@ def add_refine_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("refine", help="refine a model's predictions with box-prompted SAM into a new "
                                              "pseudo-labelled raw dataset",
                               description=__doc__.splitlines()[0])
-    p.add_argument("-d", dest="dataset", help="target dataset id/name: its imagesTr, and (without -m) the "
-                                              "dataset the model was trained on in nnUNet_results")
+    add_model_arguments(p, "nnUNetTrainerDFG_FA", "target dataset id/name: its imagesTr, and (without -m) the "
+                                                   "dataset the model was trained on in nnUNet_results", 1,
+                        "sdg/box: 2 tiles 2x2 slices into one encoder pass (SDG's merging strategy)")
     p.add_argument("-i", dest="images", type=Path, help="image folder instead of the target's imagesTr "
                                                         "(needs --out-id)")
-    p.add_argument("-m", dest="model", type=Path, help="model folder (TRAINER__PLANS__CONFIG) instead of -d/-tr/-p/-c")
-    p.add_argument("-c", dest="configuration", default="2d")
-    p.add_argument("-f", dest="fold", default="0")
-    p.add_argument("-tr", dest="trainer", default="nnUNetTrainerDFG_FA")
-    p.add_argument("-p", dest="plans", default="nnUNetPlans")
-    p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth")
     p.add_argument("--prompt", default="dfg",
                    help="dfg: dual-feature-guided search; sdg: SDG's filtered box; box: plain bbox (baseline); "
                         "several, comma-separated (dfg,box,sdg), share one prediction and one encoder pass per "
                         "slice and write one dataset each")
-    p.add_argument("--sam", default="litemedsam", help="'litemedsam' (bundled) or a SAM/MedSAM checkpoint path")
-    p.add_argument("--sam-mode", choices=("sam", "medsam"), help="preprocessing of a checkpoint given to --sam")
     p.add_argument("--search-config", help='JSON overrides of the search constants, e.g. \'{"presence_min_pixels": 100}\'')
     p.add_argument("--out-id", type=int, help="output dataset id (default: target id + 100 dfg, + 110 box, "
                                               "+ 120 sdg)")
     p.add_argument("--name", help="output dataset name (default: <target name>Pseudo<PROMPT>)")
     p.add_argument("--copy-images", action="store_true", help="copy images instead of symlinking them")
-    p.add_argument("-num_parts", dest="num_parts", type=int, default=1)
-    p.add_argument("-part_id", dest="part_id", type=int, default=0)
     p.add_argument("--max-cases", type=int, help="stop after this many cases (the rest on a later run)")
     p.add_argument("--max-slices", type=int, help="search only the N slices with most foreground (debugging)")
-    p.add_argument("--disable-tta", action="store_true", help="no mirroring at prediction (faster)")
-    p.add_argument("-step_size", dest="step_size", type=float, default=0.5)
-    p.add_argument("-device", dest="device", default="cpu", help="cpu or cuda (nnU-Net and SAM)")
-    p.add_argument("--tile", type=int, choices=(1, 2), default=1,
-                   help="sdg/box: 2 tiles 2x2 slices into one encoder pass (SDG's merging strategy)")
     p.add_argument("--save-figures", type=Path, metavar="DIR", help="PNG of every search (boxes + change curve)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=_run)
     return p

@@ -21,8 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Mapping
 
+from ..command_base import check_same_settings
 from ..errors import UserError
-from ..nnunet_io import atomic_path, read_json
+from ..nnunet_io import atomic_path, read_json, write_segmentation
 
 METADATA_KEY = "dfg_pseudo_labels"
 
@@ -66,8 +67,7 @@ class OutputDataset:
         return atomic_path(final, suffix=suffix, tmp_dir=self.tmp)
 
     def write_segmentation(self, writer, seg, final: Path, properties: dict) -> None:
-        with self.staged(final, self.file_ending) as tmp:
-            writer.write_seg(seg, str(tmp), properties)
+        write_segmentation(writer, seg, final, properties, self.file_ending, self.tmp)
 
     def write_bytes(self, data: bytes, final: Path) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -156,10 +156,7 @@ def check_resumable(folder: Path, metadata: Mapping) -> None:
     found = read_json(existing).get(METADATA_KEY)
     if found is None:
         raise UserError(f"{folder} exists and was not written by nnunet_dfg refine")
-    if found != dict(metadata):
-        diff = sorted(k for k in set(found) | set(metadata) if found.get(k) != metadata.get(k))
-        raise UserError(f"{folder} was written with other settings ({', '.join(diff)}); "
-                        f"use another --out-id or delete it")
+    check_same_settings(found, metadata, str(folder), "use another --out-id or delete it")
 
 
 def write_dataset_json(folder: Path, dataset: Mapping) -> None:

@@ -12,7 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from ..prompt_search import ClassTrace, SliceResult
-from .volume import VolumeResult
+from ..volume import VolumeResult
 
 
 def voxel_counts(label: np.ndarray, labels: Mapping[str, int]) -> dict[str, int]:

@@ -4,7 +4,8 @@
 ``Segmenter.segment`` any number of (x0, y0, x1, y1) boxes on the :class:`Embedding`.
 """
 
-from .build import SamParts, build_parts
+from .build import SamParts
+from .finetuned import build_parts
 from .segmenter import Embedding, Segmenter, load_segmenter
 from .transforms import FrameGeometry, PreprocessSpec
 

@@ -27,7 +27,7 @@ __all__ = [
     "load_state_dict",
     "build_litemedsam",
     "build_sam_registry",
-    "build_parts",
+    "build_base_parts",
 ]
 
 LITEMEDSAM_SPEC = "litemedsam"
@@ -183,12 +183,10 @@ def build_sam_registry(
     )
 
 
-def build_parts(spec: str = LITEMEDSAM_SPEC, mode: Optional[str] = None, sha256: Optional[str] = None) -> SamParts:
-    """Dispatch on ``spec`` (see :func:`parse_spec`); a fine-tuned mask-decoder file loads onto its base."""
-    from .finetuned import build_finetuned, is_finetuned_checkpoint  # local: finetuned imports this module
-
-    if is_finetuned_checkpoint(spec):
-        return build_finetuned(spec, mode=mode, sha256=sha256)
+def build_base_parts(spec: str = LITEMEDSAM_SPEC, mode: Optional[str] = None,
+                     sha256: Optional[str] = None) -> SamParts:
+    """Dispatch on ``spec`` (see :func:`parse_spec`) to a base model; ``finetuned.build_parts`` also loads
+    fine-tuned mask-decoder files."""
     backend, model_type, path = parse_spec(spec, mode)
     if backend == LITEMEDSAM_SPEC:
         return build_litemedsam(sha256=sha256)

@@ -3,20 +3,19 @@
 SDG fine-tunes the mask decoder alone (image and prompt encoders frozen), so the checkpoint stores just that
 state dict plus the base it applies to -- ``"litemedsam"`` or an absolute SAM/MedSAM checkpoint path -- and the
 base file's sha256, checked when loading, so a decoder is never silently put on top of a different encoder.
-``build.build_parts`` recognises such a file by its ``format`` key, which is how ``--sam PATH`` loads it.
+:func:`build_parts` recognises such a file by its ``format`` key, which is how ``--sam PATH`` loads it.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
-from .build import LITEMEDSAM_SPEC, SamParts, build_parts, file_sha256, parse_spec
+from ..nnunet_io import atomic_path
+from .build import LITEMEDSAM_SPEC, SamParts, build_base_parts, file_sha256, parse_spec
 
-__all__ = ["FORMAT", "is_finetuned_checkpoint", "save_finetuned", "build_finetuned"]
+__all__ = ["FORMAT", "is_finetuned_checkpoint", "save_finetuned", "build_finetuned", "build_parts"]
 
 FORMAT = "nnunet_dfg.sam_mask_decoder/1"
 
@@ -48,20 +47,14 @@ def base_identity(spec: str, mode: Optional[str]) -> dict:
 
 def save_finetuned(path: Union[str, Path], parts: SamParts, base_spec: str, base_mode: Optional[str],
                    meta: dict[str, Any]) -> Path:
-    """Write ``parts.mask_decoder`` with its base's identity, atomically (temporary sibling + ``os.replace``)."""
+    """Write ``parts.mask_decoder`` with its base's identity, atomically (``nnunet_io.atomic_path``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, **base_identity(base_spec, base_mode),
                "mask_decoder": {k: v.detach().cpu().clone() for k, v in parts.mask_decoder.state_dict().items()},
                "meta": dict(meta)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -77,7 +70,7 @@ def build_finetuned(spec: str, mode: Optional[str] = None, sha256: Optional[str]
         raise ValueError(f"{path} was fine-tuned on {state['base']!r} with mode {state['base_mode']!r}, "
                          f"not {mode!r}")
     base = state["base"]
-    parts = build_parts(base, mode=state["base_mode"], sha256=state["base_sha256"])
+    parts = build_base_parts(base, mode=state["base_mode"], sha256=state["base_sha256"])
     try:
         parts.mask_decoder.load_state_dict({k: v.clone() for k, v in state["mask_decoder"].items()}, strict=True)
     except RuntimeError as exc:
@@ -85,3 +78,10 @@ def build_finetuned(spec: str, mode: Optional[str] = None, sha256: Optional[str]
     parts.name = f"{parts.name}+ft"
     parts.checkpoint = str(path)
     return parts
+
+
+def build_parts(spec: str = LITEMEDSAM_SPEC, mode: Optional[str] = None, sha256: Optional[str] = None) -> SamParts:
+    """Any ``--sam`` spec: a fine-tuned mask-decoder file on its base, else the base model itself."""
+    if is_finetuned_checkpoint(spec):
+        return build_finetuned(spec, mode=mode, sha256=sha256)
+    return build_base_parts(spec, mode=mode, sha256=sha256)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .box_decoder import BoxDecoder
-from .build import LITEMEDSAM_SPEC, SamParts, build_parts
+from .build import LITEMEDSAM_SPEC, SamParts
+from .finetuned import build_parts
 from .onnx_runtime import OnnxDecoder, OnnxEncoder, resolve_runtime
 from .transforms import (
     FrameGeometry,

@@ -106,7 +106,7 @@ def segment_tiled(segmenter: Any, images: Sequence[np.ndarray], boxes: Sequence[
     """
     if len(images) != len(boxes):
         raise ValueError(f"{len(images)} images but {len(boxes)} box arrays")
-    wanted = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in boxes]
+    wanted = [np.asarray(b).reshape(-1, 4) for b in boxes]  # dtype kept: n == 1 passes them on untouched
     out: list[np.ndarray] = [np.zeros((0,) + np.shape(im), dtype=np.float32 if logits else bool) for im in images]
     busy = [k for k, b in enumerate(wanted) if len(b)]
     decode = segmenter.segment_logits if logits else segmenter.segment

@@ -11,40 +11,29 @@ DFG's), saved as a small checkpoint that ``--sam PATH`` loads on top of its base
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..command_base import (ModelOptions, add_model_arguments, check_images, check_same_settings, options_from_args,
+                            open_segmenter)
 from ..errors import UserError
-from ..nnunet_io import atomic_path, dataset_folder, env_folder, list_cases, read_json, resolve_model_folder, write_json_atomic
-from ..sam.open import open_segmenter
+from ..nnunet_io import dataset_folder, env_folder, list_cases, read_json, write_json_atomic, write_segmentation
 
 SETTINGS_FILE = "sdg_predict.json"
 
 
-@dataclass
-class PredictOptions:
+@dataclass(kw_only=True)
+class PredictOptions(ModelOptions):
+    """``-d`` is the dataset the source model was trained on (without ``-m``)."""
+
     images: Path
     output: Path
-    dataset: str | None = None
-    model: Path | None = None
-    configuration: str = "2d"
-    fold: str = "0"
     trainer: str = "nnUNetTrainerDFG_Source"
-    plans: str = "nnUNetPlans"
-    checkpoint: str = "checkpoint_final.pth"
-    sam: str = "litemedsam"
-    sam_mode: str | None = None
     tile: int = 2
     threshold: float = 0.75
-    device: str = "cpu"
-    num_parts: int = 1
-    part_id: int = 0
-    disable_tta: bool = False
-    step_size: float = 0.5
-    progress: bool = True
 
 
 @dataclass
@@ -63,35 +52,19 @@ class FinetuneOptions:
     progress: bool = True
 
 
-def resolve_model(opts: PredictOptions) -> Path:
-    return resolve_model_folder(opts.model, opts.dataset, opts.trainer, opts.plans, opts.configuration)
-
-
 def _settings(opts: PredictOptions, model: Path) -> dict:
     """What determines the labels; a resumed run or another part must agree on all of it."""
-    return {"model": str(model), "fold": str(opts.fold), "checkpoint": opts.checkpoint,
-            "images": str(Path(opts.images).resolve()), "sam": opts.sam, "sam_mode": opts.sam_mode,
-            "tile": opts.tile, "threshold": opts.threshold, "mirroring": not opts.disable_tta,
-            "step_size": opts.step_size, "merge": "refined 2 / model 1 / background 0.5"}
+    return {**opts.settings(model, Path(opts.images)), "threshold": opts.threshold,
+            "merge": "refined 2 / model 1 / background 0.5"}
 
 
 def _check_settings(out: Path, settings: dict) -> None:
     existing = out / SETTINGS_FILE
     if existing.is_file():
-        found = read_json(existing)
-        if found != settings:
-            diff = sorted(k for k in set(found) | set(settings) if found.get(k) != settings.get(k))
-            raise UserError(f"{out} holds predictions made with other settings ({', '.join(diff)}); "
-                            f"use another -o or delete it")
+        check_same_settings(read_json(existing), settings, f"{out} (predictions)", "use another -o or delete it")
     elif out.is_dir() and any(p.name.endswith(".nii.gz") or p.suffix in (".nrrd", ".mha", ".tif")
                               for p in out.iterdir()):
         raise UserError(f"{out} already holds files not written by sdg-predict; use another -o")
-
-
-def _write_seg(writer, seg: np.ndarray, final: Path, properties: dict, ending: str, tmp_dir: Path) -> None:
-    """Write under a temporary name with the right ending (the writer picks the format from it), then rename."""
-    with atomic_path(final, suffix=ending, tmp_dir=tmp_dir) as tmp:
-        writer.write_seg(seg, str(tmp), properties)
 
 
 def sdg_predict(opts: PredictOptions, segmenter: Any = None) -> dict:
@@ -99,30 +72,26 @@ def sdg_predict(opts: PredictOptions, segmenter: Any = None) -> dict:
     from tqdm import tqdm
 
     from ..prompt_search import SDGConfig
-    from ..refine.predict_features import FeaturePredictor
-    from .volume import refine_volume_tiled
+    from ..volume import refine_volume
 
-    if opts.tile not in (1, 2):
-        raise UserError(f"--tile must be 1 or 2, got {opts.tile}")
+    opts.check()
     if not 0.0 < opts.threshold < 1.0:
         raise UserError(f"--threshold must lie strictly between 0 and 1, got {opts.threshold}")
-    if opts.num_parts < 1 or not 0 <= opts.part_id < opts.num_parts:
-        raise UserError(f"-part_id must lie in 0..{opts.num_parts - 1}")
-    model = resolve_model(opts)
+    model = opts.resolve_model()
     model_dataset = read_json(model / "dataset.json")
     ending = model_dataset["file_ending"]
     cases = list_cases(Path(opts.images), ending, len(model_dataset["channel_names"]))
     out = Path(opts.output)
     settings = _settings(opts, model)
     _check_settings(out, settings)
-    mine = sorted(cases)[opts.part_id::opts.num_parts]
+    mine = opts.my_cases(cases)
     todo = [c for c in mine if not (out / f"{c}{ending}").is_file()]
     summary = {"output": str(out), "cases_done": [], "cases_skipped": len(mine) - len(todo), "encoder_calls": 0}
     if not todo:
         return summary
-    predictor = FeaturePredictor(model, opts.fold, opts.checkpoint, opts.device, not opts.disable_tta,
-                                 opts.step_size)
-    segmenter = segmenter if segmenter is not None else open_segmenter(opts.sam, opts.device, opts.sam_mode)
+    predictor = opts.open_predictor(model)
+    check_images({c: cases[c] for c in todo}, predictor.plans_manager.image_reader_writer_class)
+    segmenter = opts.open_segmenter(segmenter)
     tmp_dir = out / ".sdg_partial"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / SETTINGS_FILE, settings)
@@ -132,9 +101,9 @@ def sdg_predict(opts: PredictOptions, segmenter: Any = None) -> dict:
     writer = predictor.plans_manager.image_reader_writer_class()
     for case in tqdm(todo, desc=f"sdg-predict tile {opts.tile}", unit="case", disable=not opts.progress):
         pred = predictor.predict_case(cases[case], with_features=False)
-        volume = refine_volume_tiled(pred.image, pred.probs, segmenter, "sdg", config, opts.tile)
+        volume = refine_volume(pred.image, pred.probs, None, segmenter, "sdg", config, tile=opts.tile)
         label = predictor.to_original_grid(volume.label, pred.properties)
-        _write_seg(writer, label, out / f"{case}{ending}", pred.properties, ending, tmp_dir)
+        write_segmentation(writer, label, out / f"{case}{ending}", pred.properties, ending, tmp_dir)
         summary["cases_done"].append(case)
         summary["encoder_calls"] += volume.total("encoder_calls")
     try:
@@ -157,6 +126,9 @@ def source_slices(raw: Path, configuration: str, plans: str) -> list:
     missing = [c for c, f in label_files.items() if not f.is_file()]
     if missing:
         raise UserError(f"{raw.name} has no label for case {missing[0]} in labelsTr (fine-tuning needs labels)")
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+    check_images(cases, determine_reader_writer_from_dataset_json(dataset, str(next(iter(cases.values()))[0]),
+                                                                  verbose=False))
     if configuration == "none":
         import SimpleITK as sitk
 
@@ -233,13 +205,13 @@ def finetune_sam(opts: FinetuneOptions, segmenter: Any = None) -> dict:
 
 
 def _run_predict(args: argparse.Namespace) -> None:
-    opts = PredictOptions(**{f.name: getattr(args, f.name) for f in fields(PredictOptions) if hasattr(args, f.name)})
+    opts = options_from_args(PredictOptions, args)
     s = sdg_predict(opts)
     print(f"predicted {len(s['cases_done'])} case(s), {s['cases_skipped']} already done -> {s['output']}")
 
 
 def _run_finetune(args: argparse.Namespace) -> None:
-    opts = FinetuneOptions(**{f.name: getattr(args, f.name) for f in fields(FinetuneOptions) if hasattr(args, f.name)})
+    opts = options_from_args(FinetuneOptions, args)
     meta = finetune_sam(opts)
     losses = ", ".join(f"{v:.3f}" for v in meta["loss_per_epoch"])
     print(f"fine-tuned on {meta['n_slices']} source slices, loss per epoch {losses} -> {opts.output}")
@@ -250,24 +222,9 @@ def add_sdg_parsers(subparsers) -> None:
     p = subparsers.add_parser("sdg-predict", help="SDG inference: source model -> refined boxes -> SAM -> labels")
     p.add_argument("-i", dest="images", type=Path, required=True, help="folder of images (CASE_XXXX<ending>)")
     p.add_argument("-o", dest="output", type=Path, required=True, help="output folder for CASE<ending> labels")
-    p.add_argument("-d", dest="dataset", help="source dataset id/name (model in nnUNet_results, with -tr -p -c)")
-    p.add_argument("-m", dest="model", type=Path, help="model folder (TRAINER__PLANS__CONFIG) instead of -d")
-    p.add_argument("-c", dest="configuration", default="2d")
-    p.add_argument("-f", dest="fold", default="0")
-    p.add_argument("-tr", dest="trainer", default="nnUNetTrainerDFG_Source")
-    p.add_argument("-p", dest="plans", default="nnUNetPlans")
-    p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth")
-    p.add_argument("--sam", default="litemedsam", help="'litemedsam', a SAM/MedSAM checkpoint, or a finetune-sam "
-                                                       "checkpoint")
-    p.add_argument("--sam-mode", choices=("sam", "medsam"), help="preprocessing of a checkpoint given to --sam")
-    p.add_argument("--tile", type=int, choices=(1, 2), default=2, help="2: 2x2 slices per SAM encoder pass")
+    add_model_arguments(p, "nnUNetTrainerDFG_Source", "source dataset id/name (model in nnUNet_results, with "
+                                                       "-tr -p -c)", 2, "2: 2x2 slices per SAM encoder pass")
     p.add_argument("--threshold", type=float, default=0.75, help="SDG box threshold theta1 on the probability")
-    p.add_argument("-device", dest="device", default="cpu", help="cpu or cuda (nnU-Net and SAM)")
-    p.add_argument("-num_parts", dest="num_parts", type=int, default=1)
-    p.add_argument("-part_id", dest="part_id", type=int, default=0)
-    p.add_argument("--disable-tta", action="store_true", help="no mirroring at prediction (faster)")
-    p.add_argument("-step_size", dest="step_size", type=float, default=0.5)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=_run_predict)
 
     p = subparsers.add_parser("finetune-sam", help="SDG: fine-tune SAM's mask decoder on the labelled source")

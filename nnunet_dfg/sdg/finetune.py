@@ -2,9 +2,10 @@
 
 Only the mask decoder learns; the image and prompt encoders are frozen, so each slice's image embedding is
 computed once, without gradients, and reused in every epoch (the cache holds one (256, 64, 64) float32 embedding,
-4 MiB, per distinct slice visited). The loss is soft Dice + binary cross-entropy on logits brought to the slice's
-own resolution with the same upsample-crop-resize as inference (``transforms.postprocess_logits``), so training
-optimises exactly the masks ``Segmenter.segment`` thresholds at 0.
+4 MiB, per distinct slice visited). The decoding graph is inference's own (``sam.box_decoder.BoxDecoder``), the
+loss nnU-Net's soft Dice + binary cross-entropy on logits brought to the slice's own resolution with the same
+upsample-crop-resize as inference (``transforms.postprocess_logits``), so training optimises exactly the masks
+``Segmenter.segment`` thresholds at 0.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 
+from ..sam.box_decoder import BoxDecoder
 from ..sam.transforms import FrameGeometry, boxes_to_frame, postprocess_logits, validate_boxes
 from .slices import TrainingSlice, epoch_order, slice_prompts
 
@@ -38,14 +40,13 @@ class FinetuneConfig:
             raise ValueError("lr must be > 0, weight_decay and max_shift >= 0")
 
 
-def dice_bce_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """Mean over masks of (1 - soft Dice) + pixel-mean BCE; (N, H, W) logits and {0, 1} targets."""
-    targets = targets.float()
-    bce = F.binary_cross_entropy_with_logits(logits, targets)
-    prob = torch.sigmoid(logits).flatten(1)
-    flat = targets.flatten(1)
-    dice = (2 * (prob * flat).sum(1) + eps) / (prob.sum(1) + flat.sum(1) + eps)
-    return (1 - dice).mean() + bce
+_DICE_BCE = DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1.0, "ddp": False})
+
+
+def dice_bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """nnU-Net's region loss ``DC_and_BCE_loss`` (sigmoid soft Dice per mask, smooth 1, plus pixel-mean BCE) on
+    (N, H, W) logits and {0, 1} targets, + 1 so that it reads mean(1 - Dice) + BCE (same gradients)."""
+    return _DICE_BCE(logits[:, None], targets[:, None].float()) + 1.0
 
 
 def freeze_encoders(parts: Any) -> list[torch.nn.Parameter]:
@@ -60,17 +61,13 @@ def freeze_encoders(parts: Any) -> list[torch.nn.Parameter]:
     return params
 
 
-def decoder_logits(parts: Any, embedding: torch.Tensor, geometry: FrameGeometry, boxes: np.ndarray) -> torch.Tensor:
-    """Differentiable (N, H, W) slice-resolution logits for inclusive slice boxes (same path as inference)."""
+def decoder_logits(decoder: BoxDecoder, embedding: torch.Tensor, geometry: FrameGeometry,
+                   boxes: np.ndarray) -> torch.Tensor:
+    """Differentiable (N, H, W) slice-resolution logits for inclusive slice boxes (same path as inference); only
+    the mask decoder has parameters that require gradients."""
     framed = boxes_to_frame(validate_boxes(boxes, geometry.original_size), geometry)
     box_t = torch.as_tensor(framed, dtype=torch.float32, device=embedding.device)
-    with torch.no_grad():  # frozen: its outputs are constants for the decoder
-        sparse, dense = parts.prompt_encoder(points=None, boxes=box_t, masks=None)
-        image_pe = parts.prompt_encoder.get_dense_pe()
-    low_res, _ = parts.mask_decoder(image_embeddings=embedding, image_pe=image_pe,
-                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                    multimask_output=False)
-    return postprocess_logits(low_res, geometry)
+    return postprocess_logits(decoder(embedding, box_t), geometry)
 
 
 class EmbeddingCache:
@@ -100,6 +97,7 @@ def finetune_mask_decoder(segmenter: Any, pool: Sequence[TrainingSlice], config:
     """
     parts = segmenter.parts
     params = freeze_encoders(parts)
+    decoder = BoxDecoder(parts.prompt_encoder, parts.mask_decoder)  # shares (and so trains) parts.mask_decoder
     optimiser = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     cache = EmbeddingCache(segmenter) if cache is None else cache
@@ -114,7 +112,7 @@ def finetune_mask_decoder(segmenter: Any, pool: Sequence[TrainingSlice], config:
                 if not classes:
                     continue
                 embedding, geometry = cache.get(int(index), item.image)
-                logits = decoder_logits(parts, embedding, geometry, boxes)
+                logits = decoder_logits(decoder, embedding, geometry, boxes)
                 loss = dice_bce_loss(logits, torch.from_numpy(targets).to(logits.device))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
