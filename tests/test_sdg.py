@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,33 @@ def test_finetune_on_preprocessed_source_then_sdg_predict_with_it(tiny, tmp_path
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred" / "case_0000.nii.gz")))
     print(f"\nfine-tuned SDG, case_0000: encoder passes {summary['encoder_calls']}, "
           f"voxels per class {np.bincount(label.ravel(), minlength=5).tolist()}")
+
+
+def test_sdg_predict_resumes_after_moving_the_nnunet_tree(tiny, tmp_path, monkeypatch):
+    """Settings are stored relative to nnUNet_results / nnUNet_raw (the shared command layer), as refine's are."""
+    out = tmp_path / "pred"
+    sdg_predict(_predict(tiny, out, num_parts=3, part_id=0), ThresholdSegmenter())
+    stored = json.loads((out / "sdg_predict.json").read_text())
+    assert stored["model"].startswith("$nnUNet_results/") and stored["images"].startswith("$nnUNet_raw/")
+    moved = TinyModel(tmp_path / "moved")
+    for part in ("raw", "res"):
+        shutil.copytree(tiny.root / part, moved.root / part, symlinks=True)
+    for key, value in moved.env.items():
+        monkeypatch.setenv(key, value)
+    rest = sdg_predict(_predict(moved, out), ThresholdSegmenter())
+    assert rest["cases_done"] == ["case_0001", "case_0002"] and rest["cases_skipped"] == 1
+
+
+def test_sdg_predict_refuses_a_nan_image_before_writing(tiny, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(tiny.raw / "Dataset702_DFGSynthTarget" / "imagesTr", images)
+    bad = images / "case_0001_0000.nii.gz"
+    image = sitk.ReadImage(str(bad), sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(image)
+    array[2, 3, 4] = np.nan
+    nan_image = sitk.GetImageFromArray(array)
+    nan_image.CopyInformation(image)
+    sitk.WriteImage(nan_image, str(bad))
+    with pytest.raises(UserError, match="case_0001: image contains NaN"):
+        sdg_predict(_predict(tiny, tmp_path / "pred", images=images), ThresholdSegmenter())
+    assert not (tmp_path / "pred").exists()
