@@ -9,29 +9,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-PLOTTED = ("source_only", "fa", "pseudo_fa", "pseudo_dfg_post", "self_trained", "oracle")
+PLOTTED = ("source_in_domain", "source_only", "fa", "pseudo_fa", "pseudo_dfg_post", "self_trained", "sdg", "oracle")
 
 
-def dice_by_severity(summary: dict, configurations: list[str], severities: list[float], path: Path) -> None:
-    """Mean Dice (error bars: spread over seeds) of the main stages against the shift severity, one panel per
-    configuration. ``summary[config][stage][severity] = (mean, sd)``."""
+def dice_by_stage(summary: dict, configurations: list[str], path: Path) -> None:
+    """Mean Dice of the main stages with their 95% intervals, one panel per configuration.
+    ``summary[config][stage] = {mean, low, high, ...}`` (``report.stage_summary``)."""
     fig, axes = plt.subplots(1, len(configurations), figsize=(5.5 * len(configurations), 4), sharey=True,
                              squeeze=False)
     for ax, config in zip(axes[0], configurations):
-        for stage in PLOTTED:
-            rows = summary.get(config, {}).get(stage)
-            if not rows:
-                continue
-            xs = [s for s in severities if s in rows]
-            ax.errorbar(xs, [rows[s][0] for s in xs], yerr=[rows[s][1] for s in xs], marker="o", capsize=3,
-                        label=stage)
+        rows = summary.get(config, {})
+        stages = [s for s in PLOTTED if s in rows]
+        means = [rows[s]["mean"] for s in stages]
+        errors = [[rows[s]["mean"] - rows[s]["low"] for s in stages], [rows[s]["high"] - rows[s]["mean"] for s in stages]]
+        ax.bar(range(len(stages)), means, yerr=errors, capsize=3, color=[f"C{i}" for i in range(len(stages))])
+        ax.set_xticks(range(len(stages)))
+        ax.set_xticklabels(stages, rotation=35, ha="right", fontsize=8)
         ax.set_title(config)
-        ax.set_xlabel("shift severity")
-        ax.set_xticks(severities)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("mean Dice (target)")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("mean Dice (95% interval)")
     axes[0][0].set_ylim(0, 1)
-    axes[0][-1].legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -61,7 +58,3 @@ def time_per_slice(refine: dict, memory: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values)) if len(values) > 1 else 0.0

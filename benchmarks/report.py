@@ -10,65 +10,54 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_dfg.pipeline.stage_table import STAGES
-from plots import mean_sd
+from nnunet_dfg.statistics import GOALS, bootstrap_interval, case_dice, compare_goals
 
-GOAL_CHAIN = ("source_only", "fa", "pseudo_dfg_post", "self_trained")
+def stage_summary(records: list[dict]) -> dict:
+    """config -> stage -> {mean, low, high, sd_seeds, n}: the mean Dice over the cases of all seeds with a 95%
+    bootstrap interval over (case, seed) units, and the spread of the per-seed means."""
+    out: dict = {}
+    for config in sorted({r["configuration"] for r in records}):
+        runs = [r for r in records if r["configuration"] == config]
+        for stage in STAGES:
+            per_seed = [case_dice(r["evaluations"][stage]) for r in runs if stage in r.get("evaluations", {})]
+            if not per_seed:
+                continue
+            pooled = np.array([v for seed in per_seed for v in seed.values()])
+            mean, low, high = bootstrap_interval(pooled)
+            seed_means = [float(np.mean(list(seed.values()))) for seed in per_seed]
+            out.setdefault(config, {})[stage] = {"mean": mean, "low": low, "high": high, "n": int(pooled.size),
+                                                 "seeds": len(per_seed), "sd_seeds": float(np.std(seed_means))}
+    return out
 
 
-def summarise(records: list[dict]) -> dict:
-    """config -> stage -> severity -> (mean, sd) of the mean Dice over seeds."""
-    values: dict = {}
-    for r in records:
-        for stage, row in r["table"].items():
-            values.setdefault(r["configuration"], {}).setdefault(stage, {}).setdefault(r["severity"], []).append(
-                row["mean_dice"])
-    return {c: {s: {sev: mean_sd(v) for sev, v in sorted(by.items())} for s, by in stages.items()}
-            for c, stages in values.items()}
-
-
-def _cell(pair) -> str:
-    return f"{pair[0]:.3f} ± {pair[1]:.3f}" if pair else "–"
-
-
-def stage_tables(summary: dict, severities: list[float]) -> list[str]:
+def stage_tables(summary: dict) -> list[str]:
     lines = []
     for config, stages in summary.items():
-        lines += [f"### `{config}`", "", "| stage | " + " | ".join(f"severity {s:g}" for s in severities) + " |",
-                  "|---|" + "---|" * len(severities)]
-        for stage in STAGES:
-            if stage in stages:
-                lines.append(f"| {stage} | " + " | ".join(_cell(stages[stage].get(s)) for s in severities) + " |")
+        lines += [f"### `{config}`", "", "| stage | mean Dice | 95% interval | sd of seed means | cases x seeds |"
+                  " what |", "|---|---|---|---|---|---|"]
+        for stage, v in stages.items():
+            lines.append(f"| {stage} | {v['mean']:.3f} | [{v['low']:.3f}, {v['high']:.3f}] | {v['sd_seeds']:.3f} | "
+                         f"{v['n'] // max(v['seeds'], 1)} x {v['seeds']} | {STAGES[stage]} |")
         lines.append("")
     return lines
 
 
-def goal_checks(records: list[dict]) -> tuple[list[str], dict]:
-    """Per run: does each DFG stage beat the one before it, and does self-training reach 0.9x the oracle?"""
-    lines = ["| config | seed | severity | source < FA | FA labels < pseudo (DFG+post) | pseudo <= self-trained | "
-             "self-trained / oracle |", "|---|---|---|---|---|---|---|"]
-    counts = {"source<fa": 0, "fa<pseudo": 0, "pseudo<=st": 0, "st>=0.9oracle": 0, "runs": 0}
-    for r in sorted(records, key=lambda r: (r["configuration"], r["severity"], r["seed"])):
-        d = {s: r["table"][s]["mean_dice"] for s in GOAL_CHAIN + ("oracle",) if s in r["table"]}
-        if any(s not in d for s in GOAL_CHAIN):
-            continue
-        # refined vs unrefined labels on the same (training) images when the run has them, else FA on the test set
-        base = r["table"].get("pseudo_fa", r["table"]["fa"])["mean_dice"]
-        checks = [d["source_only"] < d["fa"], base < d["pseudo_dfg_post"], d["pseudo_dfg_post"] <= d["self_trained"]]
-        ratio = d["self_trained"] / d["oracle"] if d.get("oracle") else float("nan")
-        counts["runs"] += 1
-        for key, ok in zip(("source<fa", "fa<pseudo", "pseudo<=st"), checks):
-            counts[key] += int(ok)
-        counts["st>=0.9oracle"] += int(ratio >= 0.9)
-        mark = lambda ok, a, b: f"{'yes' if ok else '**no**'} ({a:.2f} → {b:.2f})"  # noqa: E731
-        lines.append(f"| {r['configuration']} | {r['seed']} | {r['severity']:g} | "
-                     f"{mark(checks[0], d['source_only'], d['fa'])} | {mark(checks[1], base, d['pseudo_dfg_post'])} | "
-                     f"{mark(checks[2], d['pseudo_dfg_post'], d['self_trained'])} | "
-                     f"{'' if ratio >= 0.9 else '**'}{ratio:.2f}{'' if ratio >= 0.9 else '**'} |")
-    n = max(counts["runs"], 1)
-    head = [f"Over {counts['runs']} runs: source < FA in {counts['source<fa']}, FA < refined pseudo-labels in "
-            f"{counts['fa<pseudo']}, pseudo-labels <= self-trained in {counts['pseudo<=st']}, self-trained >= 0.9x "
-            f"oracle in {counts['st>=0.9oracle']} ({100 * counts['st>=0.9oracle'] / n:.0f}%).", ""]
-    return head + lines, counts
+def goal_tables(records: list[dict]) -> tuple[list[str], dict]:
+    """Per configuration: each goal as a paired difference with its interval and verdict."""
+    lines, verdicts = [], {}
+    for config in sorted({r["configuration"] for r in records}):
+        comparisons = compare_goals([r["evaluations"] for r in records if r["configuration"] == config])
+        lines += [f"#### `{config}`", "", "| goal | mean paired difference | 95% interval | pairs | verdict |",
+                  "|---|---|---|---|---|"]
+        for c, goal in zip(comparisons, GOALS):
+            if c.n == 0:
+                lines.append(f"| {c.name} | – | – | 0 | not measured |")
+                continue
+            mark = "**met**" if c.met else c.verdict()
+            lines.append(f"| {c.name} | {c.mean:+.3f} | [{c.low:+.3f}, {c.high:+.3f}] | {c.n} | {mark} |")
+            verdicts[(config, c.name)] = c
+        lines.append("")
+    return lines, verdicts
 
 
 def per_class(records: list[dict]) -> list[str]:
@@ -158,32 +147,36 @@ def speed_section(speed: dict) -> list[str]:
 
 
 def render(meta: dict, records: list[dict], speed: dict, figures: dict, analysis: str) -> str:
-    severities = sorted({r["severity"] for r in records})
-    summary = summarise(records)
-    goal_lines, _ = goal_checks(records)
-    settings = "; ".join(f"`{c}`: volumes {' x '.join(map(str, v['shape']))}, trainers `*{v['variant']}`, oracle "
-                         f"`*{v['oracle_variant']}`, search thresholds `{v['search_config']}`"
+    summary = stage_summary(records)
+    goal_lines, _ = goal_tables(records)
+    settings = "; ".join(f"`{c}`: volumes {' x '.join(map(str, v['shape']))}, seeds {list(v['seeds'])}, trainers "
+                         f"`*{v['variant']}`, oracle `*{v['oracle_variant']}`, search settings `{v['search_config']}`"
                          for c, v in meta["settings"].items())
+    goals = "; ".join(f"*{name}*: {what}" for name, _, _, _, what in GOALS)
     out = ["# Benchmarks", "",
            f"Regenerate with `{meta['command']}` (from scratch; this run: {meta['wall_min']:.0f} min on "
            f"{meta['machine']}, {meta['date']}). {meta.get('note', '')}", "",
            "## Setting", "",
-           f"Synthetic MRI→CT-like benchmark (`nnunet_dfg synthetic`): {meta['n_source']} "
-           f"labelled source images, {meta['n_target']} unlabelled target images (adaptation; the pseudo_* rows are "
-           f"measured on them), {meta['n_test']} held-out target test images (all other rows). {settings} "
-           "(trainer schedules: README, *Trainers and their variants*); segmenter LiteMedSAM. Seeds "
-           f"{meta['seeds']}, severities {meta['severities']}, configurations {meta['configurations']}. Each "
-           "model is its run's last checkpoint; target labels are read only by the evaluation and the oracle.", "",
-           "## Quality: mean Dice per stage (mean ± spread over seeds)", ""]
-    out += stage_tables(summary, severities)
+           f"Synthetic MRI→CT-like benchmark (`nnunet_dfg synthetic`, severity {meta['severities']}): "
+           f"{meta['n_source']} labelled source images, {meta['n_target']} unlabelled target images (adaptation; "
+           f"the pseudo_* rows are measured on them), {meta['n_test']} held-out target test images (all other rows "
+           f"but source_in_domain, which is nnU-Net's validation fold of the source). Plans `{meta['plans']}` "
+           f"(nnU-Net's plans with a narrower network, `nnunet_dfg/cpu_plans.py`). {settings} (trainer schedules: "
+           "README, *Trainers and their variants*); segmenter LiteMedSAM. A seed fixes the synthetic data and every "
+           "training run (`nnUNet_dfg_seed`). Each model is its run's last checkpoint; target labels are read only "
+           "by the evaluation and the oracle.", "",
+           "## Quality: mean Dice per stage", "",
+           "Mean Dice over the cases of all seeds (per case: mean over the four organs) with a 95% percentile "
+           "bootstrap interval over (case, seed) units, and the standard deviation of the per-seed means.", ""]
+    out += stage_tables(summary)
     if "dice" in figures:
-        out += [f"![Dice per stage and severity]({figures['dice']})", ""]
-    out += ["## Goals: each DFG stage beats the one before, final model >= 0.9x oracle", "",
-            "Note: the pseudo_* rows are measured on the target *training* images (what self-training learns "
-            "from), the other rows on the held-out test images. *FA < pseudo* compares the FA model's own labels "
-            "on the training images (`pseudo_fa`) with the refined ones (`pseudo_dfg_post`) on the same images.",
-            ""] + goal_lines
-    out += ["", "### Per-class Dice (mean over seeds and severities)", ""] + per_class(records)
+        out += [f"![Dice per stage]({figures['dice']})", ""]
+    out += ["## Goals, as paired differences", "",
+            f"{goals}. Each is the mean of per-case paired differences (the same image under both stages; the "
+            "oracle goal uses self-trained - 0.9 x oracle) pooled over seeds, with a 95% bootstrap interval over "
+            "(case, seed) units; **met** only when the interval lies above 0, *reversed* when it lies below, *not "
+            "shown* otherwise.", ""] + goal_lines
+    out += ["### Per-class Dice (mean over seeds)", ""] + per_class(records)
     out += ["### Where the DFG search ended (all runs, per class)", ""] + search_table(records)
     out += ["", "## Speed (ratios measured in this run)", ""] + speed_section(speed)
     if "time" in figures:

@@ -51,7 +51,7 @@ def _phase(out: Path, name: str, compute):
 def speed(grid: quality_grid.GridRun, out: Path, configuration: str) -> dict:
     spec = grid.spec
     severity = spec.severities[len(spec.severities) // 2]
-    p = grid.pipeline(configuration, spec.seeds[0], severity)
+    p = grid.pipeline(configuration, spec.settings[configuration].seeds[0], severity)
     setting = spec.settings[configuration]
     fa_model, source_model = p.model(p.cfg.target_id, "FA"), p.model(quality_grid.SOURCE_ID, "Source")
     figures = {}
@@ -93,8 +93,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     spec = quality_grid.GridSpec(workers=args.workers)
     if args.quick:
-        quick = quality_grid.ConfigSetting((8, 48, 48), "_test", "_test", quality_grid.SEARCH_CONFIG_48PX)
-        spec = quality_grid.GridSpec(settings={"2d": quick}, seeds=(0,), severities=(0.4,), n_source=5, workers=1,
+        quick = quality_grid.ConfigSetting((8, 48, 48), "_test", "_test", quality_grid.SEARCH_CONFIG_48PX, (0,))
+        spec = quality_grid.GridSpec(settings={"2d": quick}, n_source=5, n_target=2, n_test=2, workers=1,
                                      memory_counts=(1, 2))
     grid = quality_grid.GridRun(spec, out / "grid")
     started = time.time()
@@ -109,7 +109,7 @@ def main() -> None:
                                               "machine": _machine(), "note": earlier_note})
     meta = {**read_json(out / "meta.json"), "n_source": spec.n_source, "n_target": spec.n_target,
             "n_test": spec.n_test, "settings": {c: vars(v) for c, v in spec.settings.items()},
-            "seeds": list(spec.seeds), "severities": list(spec.severities),
+            "plans": spec.plans, "severities": list(spec.severities),
             "configurations": list(spec.configurations),
             "command": ".venv/bin/python benchmarks/run_all.py -o bench_out" + (" --quick" if args.quick else "")}
     meta["wall_min"] = meta["wall_s"] / 60
@@ -121,9 +121,8 @@ def main() -> None:
     target = out / "BENCHMARKS.md" if args.quick else REPO / "BENCHMARKS.md"
     fig_dir = target.parent / "docs" / "benchmarks" if not args.quick else out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    plots.dice_by_severity(report.summarise(records), list(spec.configurations), list(spec.severities),
-                           fig_dir / "dice_by_severity.png")
-    figures = {"dice": str((fig_dir / "dice_by_severity.png").relative_to(target.parent))}
+    plots.dice_by_stage(report.stage_summary(records), list(spec.configurations), fig_dir / "dice_by_stage.png")
+    figures = {"dice": str((fig_dir / "dice_by_stage.png").relative_to(target.parent))}
     if speed_figures["refine"]:
         plots.time_per_slice(speed_figures["refine"], speed_figures["memory"] or [], fig_dir / "time_per_slice.png")
         figures["time"] = str((fig_dir / "time_per_slice.png").relative_to(target.parent))

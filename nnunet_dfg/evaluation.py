@@ -94,8 +94,11 @@ def _read(path: str) -> tuple[np.ndarray, tuple[float, ...]]:
 
 
 def evaluate_folders(pred_dir: str, ref_dir: str, labels: dict[str, int] | None = None,
-                     file_ending: str = ".nii.gz") -> dict:
+                     file_ending: str = ".nii.gz", only_predicted: bool = False) -> dict:
     """Evaluate every reference case in ``ref_dir`` against the same-named prediction.
+
+    ``only_predicted`` restricts the cases to those with a prediction (e.g. nnU-Net's validation folder of one
+    fold against the dataset's whole ``labelsTr``).
 
     Spacing comes from the reference image. Without ``labels`` and without a
     dataset.json, classes are the non-zero values found in any reference; a class
@@ -106,6 +109,8 @@ def evaluate_folders(pred_dir: str, ref_dir: str, labels: dict[str, int] | None 
         raise FileNotFoundError(f"no *{file_ending} reference files in {ref_dir}")
     if not any(f.endswith(file_ending) for f in os.listdir(pred_dir)):
         raise FileNotFoundError(f"no *{file_ending} predictions in {pred_dir}")
+    if only_predicted:
+        cases = [c for c in cases if os.path.isfile(os.path.join(pred_dir, c + file_ending))]
     missing = [c for c in cases if not os.path.isfile(os.path.join(pred_dir, c + file_ending))]
     if missing:
         raise FileNotFoundError(f"prediction missing for case(s) {', '.join(missing)} in {pred_dir}")

@@ -31,7 +31,7 @@ AIR, FAT, MUSCLE, VISC, BOWEL, GAS, BONE, FLUID, VESSEL, SPLEEN, KIDNEY, LIVER =
 # Tissue means indexed by the codes above. Source: T2-weighted-like arbitrary
 # units (kidney > spleen > liver, flow voids dark). Target: unenhanced-CT-like HU.
 SOURCE_MEANS = np.array([0, 420, 160, 380, 300, 15, 120, 560, 60, 600, 750, 260], float)
-TARGET_MEANS = np.array([-1000, -100, 45, -90, 20, -850, 650, 70, 40, 60, 30, 105], float)
+TARGET_MEANS = np.array([-1000, -100, 50, -80, 25, -850, 600, 10, 170, 125, 165, 110], float)
 ORGANS = (SPLEEN, KIDNEY, LIVER)
 
 

@@ -1,9 +1,10 @@
-"""BENCHMARKS.md rendering: means and spreads over seeds, goal checks, plots (fabricated figures, no training)."""
+"""BENCHMARKS.md rendering: pooled means with intervals, paired goal checks, plots (fabricated figures, no training)."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -12,43 +13,44 @@ import plots  # noqa: E402
 import report  # noqa: E402
 
 CLASSES = ("spleen", "liver")
+CASES = [f"case_{i}" for i in range(8)]
 
 
-def _row(dice: float) -> dict:
-    return {"mean_dice": dice, "mean_assd": 1.0, "per_class": {c: {"dice": dice, "assd": 1.0} for c in CLASSES}}
+def _evaluation(dice: float, spread: float = 0.0) -> dict:
+    per_case = {c: {k: {"dice": dice + spread * (i % 2 * 2 - 1), "assd": 1.0} for k in CLASSES}
+                for i, c in enumerate(CASES)}
+    return {"mean_dice": dice, "mean_assd": 1.0, "per_case": per_case,
+            "per_class": {k: {"dice": dice, "assd": 1.0} for k in CLASSES}}
 
 
-def _record(seed: int, severity: float, source: float, fa: float, pseudo: float, st: float, oracle: float) -> dict:
-    table = {"source_only": _row(source), "fa": _row(fa), "pseudo_dfg_post": _row(pseudo),
-             "self_trained": _row(st), "oracle": _row(oracle)}
-    return {"configuration": "2d", "seed": seed, "severity": severity, "table": table,
+def _record(seed: int, source: float, fa: float, pseudo_fa: float, pseudo: float, st: float, oracle: float) -> dict:
+    evaluations = {"source_in_domain": _evaluation(0.9), "source_only": _evaluation(source), "fa": _evaluation(fa),
+                   "pseudo_fa": _evaluation(pseudo_fa), "pseudo_dfg_post": _evaluation(pseudo, spread=0.2),
+                   "self_trained": _evaluation(st), "oracle": _evaluation(oracle)}
+    table = {k: {**v, "description": ""} for k, v in evaluations.items()}
+    return {"configuration": "2d", "seed": seed, "severity": 1.0, "table": table, "evaluations": evaluations,
             "search": {"spleen": {"0": 3, "1": 1, "absent": 4}, "liver": {"2": 2}}}
 
 
 @pytest.fixture
 def records():
-    return [_record(0, 0.3, 0.2, 0.4, 0.5, 0.6, 0.62), _record(1, 0.3, 0.4, 0.6, 0.5, 0.7, 0.9),
-            _record(0, 0.5, 0.1, 0.05, 0.3, 0.3, 0.8)]
+    return [_record(seed, 0.2 + 0.01 * seed, 0.5, 0.5, 0.52, 0.45, 0.9) for seed in range(3)]
 
 
-def test_summary_is_mean_and_spread_over_seeds(records):
-    summary = report.summarise(records)
-    mean, sd = summary["2d"]["fa"][0.3]
-    assert mean == pytest.approx(0.5) and sd == pytest.approx(0.1)
-    assert summary["2d"]["fa"][0.5] == (pytest.approx(0.05), 0.0)
+def test_stage_summary_pools_cases_of_all_seeds(records):
+    fa = report.stage_summary(records)["2d"]["fa"]
+    assert fa["mean"] == pytest.approx(0.5) and fa["low"] == pytest.approx(0.5) and fa["n"] == 24
+    source = report.stage_summary(records)["2d"]["source_only"]
+    assert source["mean"] == pytest.approx(0.21) and source["sd_seeds"] == pytest.approx(np.std([0.2, 0.21, 0.22]))
 
 
-def test_goal_checks_count_each_rule(records):
-    lines, counts = report.goal_checks(records)
-    assert counts == {"source<fa": 2, "fa<pseudo": 2, "pseudo<=st": 3, "st>=0.9oracle": 1, "runs": 3}
-    failing = [line for line in lines if "| 0.5 |" in line][0]
-    assert "**no** (0.10 → 0.05)" in failing and "**0.37**" in failing  # 0.3 / 0.8 in floating point
-
-
-def test_refined_labels_are_compared_with_fa_labels_on_the_same_images(records):
-    records[0]["table"]["pseudo_fa"] = _row(0.55)  # FA's own labels on the training images beat the refined 0.5
-    lines, counts = report.goal_checks(records)
-    assert counts["fa<pseudo"] == 1 and "**no** (0.55 → 0.50)" in [line for line in lines if "| 0 | 0.3 |" in line][0]
+def test_goal_tables_judge_by_the_interval(records):
+    lines, verdicts = report.goal_tables(records)
+    assert verdicts[("2d", "source < FA")].met and verdicts[("2d", "source < FA")].n == 24
+    assert verdicts[("2d", "FA labels < refined")].verdict() == "not shown"  # +0.02 +- 0.2 per case
+    assert verdicts[("2d", "FA <= self-trained")].verdict() == "reversed"
+    assert verdicts[("2d", "self-trained >= 0.9x oracle")].verdict() == "reversed"  # 0.45 - 0.81
+    assert "| source < SDG | – | – | 0 | not measured |" in lines
 
 
 def test_search_table_shares_exclude_absent(records):
@@ -59,18 +61,19 @@ def test_search_table_shares_exclude_absent(records):
 
 def test_render_and_plots(records, tmp_path):
     meta = {"command": "run_all.py -o x", "wall_min": 42.0, "machine": "2 CPU cores", "date": "2026-11-23",
-            "n_source": 8, "n_target": 2, "n_test": 2,
-            "settings": {"2d": {"shape": [12, 64, 64], "variant": "_b", "oracle_variant": "_f", "search_config": "{}"}},
-            "seeds": [0, 1], "severities": [0.3, 0.5], "configurations": ["2d"]}
+            "n_source": 16, "n_target": 6, "n_test": 8, "plans": "nnUNetPlansCPU", "severities": [1.0],
+            "settings": {"2d": {"shape": [12, 64, 64], "variant": "_b", "oracle_variant": "_f", "search_config": "{}",
+                                "seeds": [0, 1, 2]}}, "configurations": ["2d"]}
     memory = [{"cases": 1, "slices": 12, "peak_rss_mb": 2000, "wall_s": 30.0, "s_per_slice": 2.5},
               {"cases": 4, "slices": 48, "peak_rss_mb": 2004, "wall_s": 80.0, "s_per_slice": 1.67}]
     refine = {"sam": "litemedsam", "runtime": "onnx", "slices_searched": 10, "encoder_only_s": 10.0,
               "fast_search_s": 30.0, "ratio_fast_over_encoder": 3.0, "decoder_calls_per_slice_and_class": {"fast": 12.0}}
     text = report.render(meta, records, {"refine": refine, "memory": memory}, {}, "## Analysis\nby hand")
-    assert "| fa | 0.500 ± 0.100 | 0.050 ± 0.000 |" in text
+    assert "| fa | 0.500 | [0.500, 0.500] | 0.000 | 8 x 3 |" in text
+    assert "| source < FA | +0.290 |" in text and "**met**" in text
     assert "ratio **3.00**" in text and "1.00x the 1-case figure" in text and text.endswith("by hand\n")
     assert "not measured: no GPU machine" in text
-    plots.dice_by_severity(report.summarise(records), ["2d"], [0.3, 0.5], tmp_path / "d.png")
+    plots.dice_by_stage(report.stage_summary(records), ["2d"], tmp_path / "d.png")
     plots.time_per_slice(refine, memory, tmp_path / "t.png")
     for name in ("d.png", "t.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -131,3 +131,11 @@ def test_evaluate_folders_missing_prediction(folders):
     os.remove(pred_dir / "case_b.nii.gz")
     with pytest.raises(FileNotFoundError, match="case_b"):
         evaluate_folders(str(pred_dir), str(ref_dir))
+
+
+def test_evaluate_folders_only_predicted_cases(folders):
+    """nnU-Net's validation folder of one fold against a dataset's whole labelsTr."""
+    pred_dir, ref_dir, _ = folders
+    os.remove(pred_dir / "case_b.nii.gz")
+    res = evaluate_folders(str(pred_dir), str(ref_dir), only_predicted=True)
+    assert set(res["per_case"]) == {"case_a"} and res["per_class"]["label_2"]["dice"] == 0.0

@@ -69,3 +69,37 @@ def test_pipeline_steps_refine_once_and_start_the_oracle_from_the_source(tmp_pat
     first = oracle.command() if callable(oracle.command) else oracle.command
     init = first[first.index("-pretrained_weights") + 1]
     assert init.endswith("Dataset701_X/nnUNetTrainerDFG_Source_demo__nnUNetPlans__2d/fold_0/checkpoint_final.pth")
+
+
+def test_cpu_plans_seed_and_the_source_in_domain_row(tmp_path):
+    import json
+
+    from nnunet_dfg.pipeline.dfg import DFGPipeline, PipelineConfig
+
+    cfg = PipelineConfig(source_id=701, target_id=702, plans="nnUNetPlansCPU", seed=7,
+                         target_labels_tr=tmp_path / "labelsTr", target_labels_ts=tmp_path / "labelsTs")
+    pipeline = DFGPipeline(cfg, Runner(tmp_path / "work", {"nnUNet_preprocessed": str(tmp_path / "pre")}),
+                           tmp_path / "raw", tmp_path / "res")
+    steps = {s.name: s for s in pipeline.steps()}
+    names = list(steps)
+    assert names.index("plan_source") < names.index("cpu_plans") < names.index("train_source")
+    trains = [s for n, s in steps.items() if n.startswith("train_")]
+    assert len(trains) == 4 and all(s.env == {"nnUNet_dfg_seed": "7"} for s in trains)
+    assert all(s.retry_command[s.retry_command.index("-p") + 1] == "nnUNetPlansCPU" for s in trains)
+    assert "evaluate_source_in_domain" in steps
+    plans = {"plans_name": "nnUNetPlans", "configurations": {"2d": {"data_identifier": "nnUNetPlans_2d", "architecture": {
+        "arch_kwargs": {"n_stages": 2, "features_per_stage": [32, 64]}}}}}
+    (tmp_path / "pre" / "Dataset701_X").mkdir(parents=True)
+    (tmp_path / "pre" / "Dataset701_X" / "nnUNetPlans.json").write_text(json.dumps(plans))
+    steps["cpu_plans"].action()
+    written = json.loads((tmp_path / "pre" / "Dataset701_X" / "nnUNetPlansCPU.json").read_text())
+    assert written["plans_name"] == "nnUNetPlansCPU"
+    assert written["configurations"]["2d"]["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32]
+
+
+def test_no_source_in_domain_row_when_the_source_trains_on_all_cases(tmp_path):
+    from nnunet_dfg.pipeline.dfg import DFGPipeline, PipelineConfig
+
+    cfg = PipelineConfig(source_id=701, target_id=702, source_fold="all")
+    names = [s.name for s in DFGPipeline(cfg, Runner(tmp_path / "work", {}), tmp_path, tmp_path).steps()]
+    assert "evaluate_source_in_domain" not in names and "cpu_plans" not in names

@@ -5,7 +5,10 @@ import os
 import time
 from pathlib import Path
 
-from ..nnunet_io import env_folder, write_json_atomic
+from ..cpu_plans import CPU_PLANS
+from ..errors import UserError
+from ..nnunet_io import dataset_folder, env_folder, write_json_atomic
+from ..seed import DEFAULT_SEED, parse_seed
 from .dfg import DFGPipeline, PipelineConfig
 from .runner import Runner, Step, nnunet_environment
 from .stage_table import format_stage_table, stage_table
@@ -32,19 +35,40 @@ def _run(cfg: PipelineConfig, work: Path, env: dict, extra_first: list[Step] = (
     return table
 
 
+def _seed(value: str) -> int:
+    try:
+        return parse_seed(value)
+    except ValueError as e:
+        raise UserError(f"--seed: {e}") from None
+
+
+def _check_plans(plans: str, preprocessed: Path | None, source_id: int) -> None:
+    """nnUNetPlans (planned by the pipeline), nnUNetPlansCPU (derived from it) or a plans file already there."""
+    if plans in ("nnUNetPlans", CPU_PLANS):
+        return
+    folder = preprocessed / dataset_folder(preprocessed, source_id).name if preprocessed else None
+    if folder is None or not (folder / f"{plans}.json").is_file():
+        raise UserError(f"-p {plans}: no such plans in nnUNet_preprocessed for dataset {source_id} (the pipeline "
+                        f"makes nnUNetPlans and {CPU_PLANS}; other plans must be planned first)")
+
+
 def run_pipeline(args) -> None:
     env = dict(os.environ)
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env[name] = str(env_folder(name))
     env.setdefault("nnUNet_n_proc_DA", "0")
+    seed = _seed(args.seed)
+    _check_plans(args.p, Path(env["nnUNet_preprocessed"]), args.s)
     cfg = PipelineConfig(source_id=args.s, target_id=args.t, configuration=args.c, variant=args.variant,
-                         device=args.device, sam=args.sam, source_fold=args.source_fold,
+                         device=args.device, sam=args.sam, source_fold=args.source_fold, plans=args.p, seed=seed,
                          target_labels_tr=args.target_labels_tr, target_labels_ts=args.target_labels_ts,
                          oracle=not args.no_oracle, search_config=args.search_config)
     _run(cfg, Path(args.o), env)
 
 
 def run_demo(args) -> None:
+    seed = _seed(args.seed)
+    _check_plans(args.p, None, 701)
     root = Path(args.o).resolve()
     env = nnunet_environment(root)
     raw = Path(env["nnUNet_raw"])
@@ -53,12 +77,12 @@ def run_demo(args) -> None:
     def synthetic():
         from ..synthetic import write_benchmark
         write_benchmark(str(raw), source_id=701, target_id=702, n_source=args.n_source, n_target=args.n_target,
-                        n_target_test=args.n_test, severity=args.severity, seed=args.seed, shape=tuple(args.shape))
+                        n_target_test=args.n_test, severity=args.severity, seed=seed, shape=tuple(args.shape))
 
     cfg = PipelineConfig(source_id=701, target_id=702, configuration=args.c, variant="_demo",
                          oracle_variant="_demoFinetune", finetune_epochs=2, finetune_max_slices=40, device=args.device,
                          sam=args.sam, target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
-                         search_config=args.search_config)
+                         search_config=args.search_config, plans=args.p, seed=seed)
     _run(cfg, root / "work", env, [Step("synthetic", action=synthetic)])
 
 
@@ -75,6 +99,9 @@ def add_pipeline_parsers(sub) -> None:
     p.add_argument("--no-oracle", action="store_true")
     p.add_argument("--sam", default="litemedsam")
     p.add_argument("--search-config", help="JSON overrides of the DFG search constants (refine --search-config)")
+    p.add_argument("-p", default="nnUNetPlans",
+                   help=f"plans identifier (default nnU-Net's; {CPU_PLANS}: a narrower network for CPU runs)")
+    p.add_argument("--seed", default=str(DEFAULT_SEED), help="seed of every training run (nnUNet_dfg_seed)")
     p.add_argument("-device", dest="device", default="cpu")
     p.set_defaults(func=run_pipeline)
 
@@ -83,7 +110,10 @@ def add_pipeline_parsers(sub) -> None:
     p.add_argument("-c", default="2d")
     p.add_argument("--severity", type=float, default=0.4,
                    help="domain shift (default 0.4: the source model keeps ~0.2 Dice; from 0.5 on it collapses)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", default=str(DEFAULT_SEED), help="seed of the synthetic data and of every training run")
+    p.add_argument("-p", default=CPU_PLANS,
+                   help=f"plans identifier (default {CPU_PLANS}: nnU-Net's plans with a narrower network, see "
+                        "nnunet_dfg/cpu_plans.py; nnUNetPlans: nnU-Net's own)")
     p.add_argument("--n-source", type=int, default=10)
     p.add_argument("--n-target", type=int, default=3)
     p.add_argument("--n-test", type=int, default=3)

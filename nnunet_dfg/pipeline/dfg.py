@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..cpu_plans import CPU_PLANS, cpu_plans
 from ..nnunet_io import atomic_folder, dataset_folder, read_json, write_json_atomic
+from ..seed import DEFAULT_SEED, SEED_ENV
 from ..command_base import OUT_ID_OFFSET
 from .runner import Runner, Step
 
@@ -28,7 +30,8 @@ class PipelineConfig:
     oracle_variant: Optional[str] = None  # the oracle's (it starts from the source model); default: variant
     device: str = "cpu"
     sam: str = "litemedsam"
-    plans: str = "nnUNetPlans"
+    plans: str = "nnUNetPlans"  # nnUNetPlansCPU: derived from nnUNetPlans with a narrower network (cpu_plans)
+    seed: int = DEFAULT_SEED  # of every training run (nnUNet_dfg_seed)
     source_fold: str = "0"
     target_labels_tr: Optional[Path] = None  # evaluation (and oracle) only
     target_labels_ts: Optional[Path] = None  # evaluation only
@@ -68,7 +71,8 @@ class DFGPipeline:
         cmd = ["nnUNetv2_train", str(dataset), c.configuration, fold, "-tr", c.trainer(phase), "-p", c.plans,
                "-device", c.device]
         first = (lambda: cmd + ["-pretrained_weights", str(init())]) if init else cmd
-        return Step(name, first, retry_command=cmd + ["--c"])  # a killed run continues from its latest checkpoint
+        # a killed run continues from its latest checkpoint
+        return Step(name, first, env={SEED_ENV: str(c.seed)}, retry_command=cmd + ["--c"])
 
     def predict(self, stage: str, dataset: int, phase: str, fold: str) -> Step:
         c = self.cfg
@@ -78,11 +82,11 @@ class DFGPipeline:
                        "-nps", str(c.predict_workers)] + (["--disable_tta"] if c.disable_tta else [])
         return Step(f"predict_{stage}", cmd)
 
-    def evaluate(self, stage: str, pred, ref: Path) -> Step:
+    def evaluate(self, stage: str, pred, ref: Path, only_predicted: bool = False) -> Step:
         def action():
             from ..evaluation import evaluate_folders
-            folder = pred() if callable(pred) else pred
-            result = evaluate_folders(str(folder), str(ref), labels=self.labels)
+            folder, labels = (pred() if callable(pred) else pred), (ref() if callable(ref) else ref)
+            result = evaluate_folders(str(folder), str(labels), labels=self.labels, only_predicted=only_predicted)
             write_json_atomic(self.runner.work / "eval" / f"{stage}.json", result)
         return Step(f"evaluate_{stage}", action=action)
 
@@ -105,6 +109,10 @@ class DFGPipeline:
         steps = [
             Step("plan_source", ["nnUNetv2_plan_and_preprocess", "-d", str(c.source_id), "-c", c.configuration,
                                  "-np", "1"], env={"nnUNet_n_proc_DA": "1"}),
+        ]
+        if c.plans == CPU_PLANS:
+            steps.append(Step("cpu_plans", action=self.write_cpu_plans))
+        steps += [
             self.train("train_source", c.source_id, c.source_fold, "Source"),
             self.predict("source_only", c.source_id, "Source", c.source_fold),
             Step("prepare_target", ["nnunet_dfg", "prepare-target", "-d", str(c.target_id), "-s", str(c.source_id),
@@ -138,6 +146,10 @@ class DFGPipeline:
                 self.train("train_oracle", c.oracle_id, "all", "Oracle", init=src_ckpt),
                 self.predict("oracle", c.oracle_id, "Oracle", "all"),
             ]
+        if c.source_fold != "all":  # nnU-Net's own validation of the source fold: the source model in its domain
+            validation = lambda: self.model(c.source_id, "Source") / f"fold_{c.source_fold}" / "validation"  # noqa
+            source_labels = lambda: dataset_folder(self.raw, c.source_id) / "labelsTr"  # noqa: E731
+            steps.append(self.evaluate("source_in_domain", validation, source_labels, only_predicted=True))
         if c.target_labels_ts is not None:
             stages = ("source_only", "fa", "self_trained") + (("sdg", "sdg_finetuned") if c.sdg else ()) \
                 + (("oracle",) if c.oracle and c.target_labels_tr else ())
@@ -171,6 +183,11 @@ class DFGPipeline:
                                   "--max-slices", str(c.finetune_max_slices), "-device", c.device, "--no-progress"]),
             predict("sdg_finetuned", str(checkpoint)),
         ]
+
+    def write_cpu_plans(self) -> None:
+        """nnUNetPlansCPU beside the nnUNetPlans that planning wrote (same preprocessed data, narrower network)."""
+        folder = dataset_folder(Path(self.runner.env["nnUNet_preprocessed"]), self.cfg.source_id)
+        write_json_atomic(folder / f"{CPU_PLANS}.json", cpu_plans(read_json(folder / "nnUNetPlans.json")))
 
     def link_oracle_dataset(self) -> None:
         """Target images + their true labels: the oracle's training data (a reference row only)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 from ..nnunet_io import read_json
 
 STAGES = {
+    "source_in_domain": "source model on its own held-out validation fold (source domain)",
     "source_only": "source model on the target test images",
     "fa": "after feature aggregation",
     "pseudo_fa": "pseudo-labels (target train), the FA model's own labels (no search)",
@@ -41,6 +42,6 @@ def format_stage_table(table: dict) -> str:
     for stage, row in table.items():
         lines.append(f"{stage:<16}" + "".join(f"{row['per_class'][c]['dice']:>13.3f}" for c in classes)
                      + f"{row['mean_dice']:>11.3f}{row['mean_assd']:>9.2f}")
-    lines.append("(Dice per class; pseudo_* rows are on the unlabelled target training images, the others on the "
-                 "held-out target test images)")
+    lines.append("(Dice per class; source_in_domain is on the source's validation fold, pseudo_* rows on the "
+                 "unlabelled target training images, the others on the held-out target test images)")
     return "\n".join(lines)
