@@ -45,7 +45,7 @@ class ConfigSetting:
 
 # The stage table and its goals are measured in 2d over three seeds; a 3D step with its augmentation costs several
 # 2D steps on the CPU, so 3d_fullres keeps one converged seed: the whole benchmark must fit an hour on 2 cores.
-DEFAULT_SETTINGS = {"2d": ConfigSetting((12, 64, 64), "_bench", "_benchFinetune", DEMO_SEARCH_CONFIG, (0, 1, 2)),
+DEFAULT_SETTINGS = {"2d": ConfigSetting((12, 64, 64), "_demo", "_demoFinetune", DEMO_SEARCH_CONFIG, (0, 1, 2)),
                     "3d_fullres": ConfigSetting((12, 64, 64), "_bench3d", "_bench3dFinetune", DEMO_SEARCH_CONFIG,
                                                 (0,))}
 
@@ -53,12 +53,12 @@ DEFAULT_SETTINGS = {"2d": ConfigSetting((12, 64, 64), "_bench", "_benchFinetune"
 @dataclass
 class GridSpec:
     settings: dict = field(default_factory=lambda: dict(DEFAULT_SETTINGS))
-    severities: tuple[float, ...] = (1.0,)
+    severities: tuple[float, ...] = (0.7,)
     n_source: int = 16
-    n_target: int = 6
+    n_target: int = 4
     n_test: int = 8
     plans: str = CPU_PLANS
-    sdg: bool = True
+    sdg: bool = True  # the SDG row (source boxes -> SAM); the fine-tuned decoder row is the demo's only
     workers: int = 1
     memory_counts: tuple[int, ...] = (1, 2, 4)  # cases per refine run in the memory figure
     timings: dict = field(default_factory=dict)
@@ -121,7 +121,8 @@ class GridRun:
         cfg = PipelineConfig(source_id=SOURCE_ID, target_id=tid, configuration=configuration,
                              variant=setting.variant, oracle_variant=setting.oracle_variant, plans=s.plans, seed=seed,
                              target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
-                             search_config=setting.search_config, sdg=s.sdg, predict_workers=0)
+                             search_config=setting.search_config, sdg=s.sdg, sdg_finetuned=False,
+                             predict_workers=0)
         runner = Runner(work or self.chain_work(configuration, seed, severity), env, quiet=True)
         return DFGPipeline(cfg, runner, Path(env["nnUNet_raw"]), Path(env["nnUNet_results"]))
 

@@ -99,3 +99,18 @@ def test_folder_of_images_becomes_its_own_dataset(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="source model expects 2"):
         link_folder_as_dataset(images, 651, "TwoChannels", ".nii.gz", 2, raw_root=raw)
     assert not list(raw.glob("Dataset651_*"))
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["demo", "-o", "{root}/demo", "--seed", "zero"], "--seed: a seed must be a non-negative integer, got 'zero'"),
+    (["demo", "-o", "{root}/demo", "--seed", "-1"], "--seed: a seed must be a non-negative integer"),
+    (["demo", "-o", "{root}/demo", "-p", "nnUNetPlansTiny"], "-p nnUNetPlansTiny: no such plans"),
+    (["pipeline", "-s", "701", "-t", "702", "-o", "{root}/work", "--seed", "1.5"], "--seed: a seed must be"),
+    (["pipeline", "-s", "701", "-t", "702", "-o", "{root}/work", "-p", "nnUNetPlansTiny"],
+     "-p nnUNetPlansTiny: no such plans"),
+])
+def test_bad_seed_or_plans_identifier(root, args, fragment):
+    (root / "pre" / "Dataset701_Src").mkdir()
+    before = snapshot(root)
+    assert_one_error_line(cli([a.format(root=root) for a in args], root), fragment)
+    assert snapshot(root) == before

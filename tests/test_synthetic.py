@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_dfg.synthetic import LABELS, make_case, write_benchmark
+from nnunet_dfg.synthetic import DEFAULT_SEVERITY, LABELS, make_case, write_benchmark
 
 SMALL = (12, 48, 48)
 TINY = dict(n_source=2, n_target=1, n_target_test=1, shape=(8, 32, 32))
@@ -34,16 +34,33 @@ def test_default_shape_and_spacing():
     assert np.bincount(lab.ravel(), minlength=5)[1:].min() > 200  # every organ is sizeable
 
 
-def test_domain_shift_flips_contrast():
+def _ring(lab: np.ndarray, value: int) -> np.ndarray:
+    """Unlabelled voxels within 3 in-plane pixels of a class: what an organ must stand out from."""
+    from scipy import ndimage
+    cross = np.zeros((3, 3, 3), bool)
+    cross[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+    mask = lab == value
+    return ndimage.binary_dilation(mask, cross, iterations=3) & ~mask & (lab == 0)
+
+
+def _contrast(img: np.ndarray, lab: np.ndarray, value: int) -> float:
+    """(organ mean - ring mean) / pooled standard deviation."""
+    organ, ring = img[lab == value], img[_ring(lab, value)]
+    return float((organ.mean() - ring.mean()) / np.sqrt((organ.var() + ring.var()) / 2))
+
+
+def test_domain_shift_inverts_the_liver_and_keeps_every_organ_visible():
     for seed in range(3):
         s_img, s_lab, _ = make_case(np.random.default_rng(seed), "source", 1.0, shape=SMALL)
-        t_img, t_lab, _ = make_case(np.random.default_rng(seed + 100), "target", 1.0, shape=SMALL)
-        s, t = _medians(s_img, s_lab), _medians(t_img, t_lab)
-        # liver is the darkest organ in the source and the brightest in the target
-        assert s[4] < min(s[1], s[2], s[3])
-        assert t[4] > max(t[1], t[2], t[3])
-        assert s_img.min() >= 0 and np.percentile(t_img, 1) < -900  # positive vs HU range
-        assert t_img.max() < 2000
+        t_img, t_lab, _ = make_case(np.random.default_rng(seed + 100), "target", DEFAULT_SEVERITY, shape=SMALL)
+        c_img, c_lab, _ = make_case(np.random.default_rng(seed + 100), "target", 1.0, shape=SMALL)
+        # the liver is dark on bright fat in the MRI-like source, bright on dark fat in the CT-like target
+        assert _contrast(s_img, s_lab, 4) < 0
+        assert _contrast(t_img, t_lab, 4) > 1.0 and _contrast(c_img, c_lab, 4) > 1.0
+        for organ in (1, 2, 3):  # spleen and kidneys stay brighter than their surroundings
+            assert min(_contrast(i, lab, organ) for i, lab in ((s_img, s_lab), (t_img, t_lab), (c_img, c_lab))) > 1.0
+        assert s_img.min() >= 0 and np.percentile(c_img, 1) < -900  # positive vs HU range
+        assert c_img.max() < 2000
 
 
 def test_severity_zero_is_source_like_and_same_anatomy():
@@ -54,9 +71,8 @@ def test_severity_zero_is_source_like_and_same_anatomy():
     np.testing.assert_allclose(t_img, s_img)
     h_img, h_lab, _ = make_case(np.random.default_rng(5), "target", 2.0, shape=SMALL)
     m_img, _, _ = make_case(np.random.default_rng(5), "target", 1.0, shape=SMALL)
-    # harsher shift: lower liver/kidney contrast and more noise inside the liver
-    contrast = [np.median(i[h_lab == 4]) - np.median(i[h_lab == 2]) for i in (m_img, h_img)]
-    assert 0 < contrast[1] < contrast[0]
+    # harsher shift: lower liver contrast and more noise inside the liver
+    assert 0 < _contrast(h_img, h_lab, 4) < _contrast(m_img, h_lab, 4)
     assert np.std(h_img[h_lab == 4]) > np.std(m_img[h_lab == 4])
 
 

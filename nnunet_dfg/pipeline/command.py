@@ -79,8 +79,8 @@ def run_demo(args) -> None:
         write_benchmark(str(raw), source_id=701, target_id=702, n_source=args.n_source, n_target=args.n_target,
                         n_target_test=args.n_test, severity=args.severity, seed=seed, shape=tuple(args.shape))
 
-    cfg = PipelineConfig(source_id=701, target_id=702, configuration=args.c, variant="_demo",
-                         oracle_variant="_demoFinetune", finetune_epochs=2, finetune_max_slices=40, device=args.device,
+    cfg = PipelineConfig(source_id=701, target_id=702, configuration=args.c, variant=args.variant,
+                         oracle_variant=args.oracle_variant, finetune_epochs=2, finetune_max_slices=40, device=args.device,
                          sam=args.sam, target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
                          search_config=args.search_config, plans=args.p, seed=seed)
     _run(cfg, root / "work", env, [Step("synthetic", action=synthetic)])
@@ -108,17 +108,20 @@ def add_pipeline_parsers(sub) -> None:
     p = sub.add_parser("demo", help="the whole DFG pipeline on the synthetic benchmark, in its own folder")
     p.add_argument("-o", required=True, help="folder for everything (nnUNet_raw/preprocessed/results inside)")
     p.add_argument("-c", default="2d")
-    p.add_argument("--severity", type=float, default=0.4,
-                   help="domain shift (default 0.4: the source model keeps ~0.2 Dice; from 0.5 on it collapses)")
+    p.add_argument("--severity", type=float, default=0.7,
+                   help="domain shift (default 0.7: the source model keeps ~0.4 of its ~0.93 Dice; see BENCHMARKS.md)")
     p.add_argument("--seed", default=str(DEFAULT_SEED), help="seed of the synthetic data and of every training run")
     p.add_argument("-p", default=CPU_PLANS,
                    help=f"plans identifier (default {CPU_PLANS}: nnU-Net's plans with a narrower network, see "
                         "nnunet_dfg/cpu_plans.py; nnUNetPlans: nnU-Net's own)")
-    p.add_argument("--n-source", type=int, default=10)
-    p.add_argument("--n-target", type=int, default=3)
-    p.add_argument("--n-test", type=int, default=3)
-    p.add_argument("--shape", type=int, nargs=3, default=[16, 64, 64], metavar=("Z", "Y", "X"))
+    p.add_argument("--n-source", type=int, default=16, help="labelled source images (fold 0 holds out a fifth)")
+    p.add_argument("--n-target", type=int, default=4, help="unlabelled target images (adaptation)")
+    p.add_argument("--n-test", type=int, default=8, help="held-out target test images")
+    p.add_argument("--shape", type=int, nargs=3, default=[12, 64, 64], metavar=("Z", "Y", "X"))
     p.add_argument("--sam", default="litemedsam")
+    p.add_argument("--variant", default="_demo",
+                   help="trainer-name suffix (default _demo: converged schedules for nnUNetPlansCPU; _test: plumbing)")
+    p.add_argument("--oracle-variant", default="_demoFinetune", help="the oracle trainer's suffix")
     p.add_argument("--search-config", default=DEMO_SEARCH_CONFIG,
                    help="JSON overrides of the DFG search constants (default: pixel-count thresholds for 64 px slices)")
     p.add_argument("-device", dest="device", default="cpu")

@@ -39,6 +39,7 @@ class PipelineConfig:
     disable_tta: bool = True
     search_config: Optional[str] = None  # JSON overrides of the search configs (refine --search-config)
     sdg: bool = True  # also the SDG rows: source model boxes -> SAM, and with a decoder fine-tuned on the source
+    sdg_finetuned: bool = True  # with sdg: also the row with the mask decoder fine-tuned on the source
     sdg_tile: int = 1  # 2: 2x2 slices per encoder pass (costs accuracy with LiteMedSAM's 256 px input)
     finetune_epochs: int = 3
     finetune_max_slices: int = 60  # source slices whose embeddings the decoder fine-tuning uses
@@ -151,7 +152,8 @@ class DFGPipeline:
             source_labels = lambda: dataset_folder(self.raw, c.source_id) / "labelsTr"  # noqa: E731
             steps.append(self.evaluate("source_in_domain", validation, source_labels, only_predicted=True))
         if c.target_labels_ts is not None:
-            stages = ("source_only", "fa", "self_trained") + (("sdg", "sdg_finetuned") if c.sdg else ()) \
+            sdg = (("sdg", "sdg_finetuned") if c.sdg_finetuned else ("sdg",)) if c.sdg else ()
+            stages = ("source_only", "fa", "self_trained") + sdg \
                 + (("oracle",) if c.oracle and c.target_labels_tr else ())
             for stage in stages:
                 steps.append(self.evaluate(stage, self.predictions / stage, c.target_labels_ts))
@@ -176,6 +178,8 @@ class DFGPipeline:
                 "nnunet_dfg", "sdg-predict", "-i", str(self.test_images), "-o", str(self.predictions / stage), "-m",
                 str(self.model(c.source_id, "Source")), "-f", c.source_fold, "--sam", sam, "--tile", str(c.sdg_tile),
                 "-device", c.device, "--no-progress"] + (["--disable-tta"] if c.disable_tta else []))
+        if not c.sdg_finetuned:
+            return [predict("sdg", c.sam)]
         return [
             predict("sdg", c.sam),
             Step("finetune_sam", ["nnunet_dfg", "finetune-sam", "-d", str(c.source_id), "-o", str(checkpoint), "-c",

@@ -12,6 +12,7 @@ from torch import autocast
 from .fa_loss import FALossConfig, fa_loss_terms, flatten_features
 from .network_parts import capture_features, prototypes, unwrap
 from .adaptation import nnUNetTrainerDFG_Adapt
+from .source import SYNTHETIC_ABDOMEN
 from .variants import make_variant
 
 
@@ -113,12 +114,11 @@ class nnUNetTrainerDFG_FA(nnUNetTrainerDFG_Adapt):
 
 make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_test", "Smoke-test length.",
              num_epochs=2, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)
-make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_demo", "Reference schedule on the synthetic demo.",
-             num_epochs=32, num_iterations_per_epoch=5, num_val_iterations_per_epoch=1)
-make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_bench", "Benchmark, 2d (the reference's 160 iterations).",
-             num_epochs=32, num_iterations_per_epoch=5, num_val_iterations_per_epoch=1)
-make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_bench3d", "Benchmark, 3d_fullres (a quarter of the reference).",
-             num_epochs=8, num_iterations_per_epoch=5, num_val_iterations_per_epoch=1)
+make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_demo",
+             "The reference's 160 iterations on the synthetic abdomen (the demo, the 2d benchmark).",
+             num_epochs=32, num_iterations_per_epoch=5, **{**SYNTHETIC_ABDOMEN, "num_val_iterations_per_epoch": 1})
+make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_bench3d", "The reference's 160 iterations, 3d_fullres.",
+             num_epochs=32, num_iterations_per_epoch=5, **{**SYNTHETIC_ABDOMEN, "num_val_iterations_per_epoch": 1})
 make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_lr1e5",
              "The third-party reproduction's setting for prostate (lr 1e-5).", initial_lr=1e-5)
 make_variant(nnUNetTrainerDFG_FA, "nnUNetTrainerDFG_FA_tau01", "Sharper transport plans (tau 0.1).", fa_tau=0.1)

@@ -74,10 +74,6 @@ def dfg_heads(network: nn.Module) -> nn.Module:
     return network
 
 
-# trainers/source.py's build_network_architecture calls this name (that file is another change's); it builds the
-# same network as dfg_heads.
-remove_classifier_bias = dfg_heads
-
 
 @contextmanager
 def capture_features(network: nn.Module) -> Iterator[list]:

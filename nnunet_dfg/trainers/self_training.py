@@ -6,6 +6,7 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
 from .adaptation import nnUNetTrainerDFG_Adapt
+from .source import SYNTHETIC_ABDOMEN
 from .variants import make_variant
 
 
@@ -23,7 +24,7 @@ class nnUNetTrainerDFG_ST(nnUNetTrainerDFG_Adapt):
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = 1e-4
-        self.weight_decay = 0.0
+        self.weight_decay = 5e-4  # the reference's
         self.num_epochs = 100
         self.num_iterations_per_epoch = 50
         self.decay_every = self.num_iterations_per_epoch
@@ -35,9 +36,7 @@ class nnUNetTrainerDFG_ST(nnUNetTrainerDFG_Adapt):
 
 make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_test", "Smoke-test length.",
              num_epochs=2, num_iterations_per_epoch=2, decay_every=2, num_val_iterations_per_epoch=1)
-make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_demo", "Sized for the synthetic demo on 2 CPU cores.",
-             num_epochs=6, num_iterations_per_epoch=20, decay_every=20, num_val_iterations_per_epoch=2)
-make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_bench", "Benchmark, 2d.",
-             num_epochs=4, num_iterations_per_epoch=20, decay_every=20, num_val_iterations_per_epoch=2)
-make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_bench3d", "Benchmark, 3d_fullres.",
-             num_epochs=2, num_iterations_per_epoch=20, decay_every=20, num_val_iterations_per_epoch=2)
+make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_demo", "The synthetic abdomen (the demo, the 2d benchmark).",
+             num_epochs=10, num_iterations_per_epoch=25, decay_every=25, **SYNTHETIC_ABDOMEN)
+make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_bench3d", "The synthetic abdomen, 3d_fullres.",
+             num_epochs=8, num_iterations_per_epoch=25, decay_every=25, **SYNTHETIC_ABDOMEN)

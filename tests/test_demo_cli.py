@@ -1,0 +1,35 @@
+"""The README's first command, ``nnunet_dfg demo``, end to end through the CLI: every step on nnU-Net's stock
+commands and the real LiteMedSAM, with the shortest trainer variants and tiny volumes (the plumbing, not the
+figures: BENCHMARKS.md has those)."""
+from __future__ import annotations
+
+import json
+
+from cli_env import nnunet_env, run
+
+STAGES = {"source_in_domain", "source_only", "fa", "pseudo_fa", "pseudo_box", "pseudo_sdg", "pseudo_dfg_raw",
+          "pseudo_dfg_post", "self_trained", "sdg", "sdg_finetuned", "oracle"}
+
+
+def test_demo_runs_every_stage_and_prints_the_stage_table(tmp_path):
+    out = tmp_path / "demo"
+    args = ["nnunet_dfg", "demo", "-o", str(out), "--variant", "_test", "--oracle-variant", "_test", "--seed", "3",
+            "--n-source", "5", "--n-target", "2", "--n-test", "2", "--shape", "8", "48", "48"]
+    proc = run(args, nnunet_env(tmp_path), timeout=1500)
+    table = json.loads((out / "work" / "stage_table.json").read_text())
+    assert set(table) == STAGES
+    for stage, row in table.items():
+        assert 0.0 <= row["mean_dice"] <= 1.0 and set(row["per_class"]) == {"spleen", "right_kidney", "left_kidney",
+                                                                            "liver"}, stage
+    printed = proc.stdout[proc.stdout.index("source_in_domain"):]
+    assert all(stage in printed for stage in STAGES) and "stage table:" in printed
+    predictions = out / "work" / "predictions"
+    for stage in ("source_only", "fa", "self_trained", "sdg", "sdg_finetuned", "oracle"):
+        assert sorted(p.name for p in (predictions / stage).glob("*.nii.gz")) == ["case_0002.nii.gz",
+                                                                                   "case_0003.nii.gz"], stage
+    plans = out / "nnUNet_preprocessed" / "Dataset701_DFGSynthSource" / "nnUNetPlansCPU.json"
+    assert json.loads(plans.read_text())["plans_name"] == "nnUNetPlansCPU"
+    source = out / "nnUNet_results" / "Dataset701_DFGSynthSource" / "nnUNetTrainerDFG_Source_test__nnUNetPlansCPU__2d"
+    assert "seed 3 (nnUNet_dfg_seed)" in next((source / "fold_0").glob("training_log_*.txt")).read_text()
+    again = run(args, nnunet_env(tmp_path), timeout=300)  # resumes: nothing to do
+    assert "[run ]" not in again.stdout and json.loads((out / "work" / "stage_table.json").read_text()) == table
