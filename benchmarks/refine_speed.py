@@ -25,14 +25,14 @@ from nnunet_dfg.nnunet_io import list_cases
 from nnunet_dfg.pipeline.command import DEMO_SEARCH_CONFIG
 from nnunet_dfg.prompt_search import largest_component_per_class, refine_slice
 from nnunet_dfg.refine.command import parse_search_config
-from nnunet_dfg.refine.predict_features import FeaturePredictor
+from nnunet_dfg.volume.predictor import FeaturePredictor
 from nnunet_dfg.sam import load_segmenter
 
 
 def _paths(args) -> tuple[Path, Path, Path]:
     if args.demo:
         root = Path(args.demo)
-        model = root / "nnUNet_results/Dataset702_DFGSynthTarget/nnUNetTrainerDFG_FA_demo__nnUNetPlans__2d"
+        model = next((root / "nnUNet_results/Dataset702_DFGSynthTarget").glob("nnUNetTrainerDFG_FA_demo__*__2d"))
         return (model, root / "nnUNet_raw/Dataset702_DFGSynthTarget/imagesTr",
                 root / "nnUNet_raw/_hidden_labels/Dataset702_DFGSynthTarget/labelsTr")
     return Path(args.model), Path(args.images), Path(args.labels)

@@ -30,7 +30,7 @@ def _nnunet(cmd: str) -> str:
 
 
 def step_ratios(env: dict, configuration: str, target_id: int, pseudo_id: int, trainers: dict[str, str],
-                checkpoints: dict[str, Path], steps: int = 12) -> dict:
+                checkpoints: dict[str, Path], steps: int = 12, plans: str = "nnUNetPlans") -> dict:
     """FA (target images) and ST (same images + pseudo-labels) steps against nnU-Net's stock trainer on the latter."""
     runs = {"stock": ("nnUNetTrainer", pseudo_id, None), "fa": (trainers["fa"], target_id, checkpoints["source"]),
             "self_training": (trainers["st"], pseudo_id, checkpoints["fa"])}
@@ -39,7 +39,7 @@ def step_ratios(env: dict, configuration: str, target_id: int, pseudo_id: int, t
         scratch = tempfile.mkdtemp(prefix="step_time_")
         try:
             cmd = [sys.executable, str(HERE / "step_time.py"), "-d", str(dataset), "-c", configuration, "-tr", trainer,
-                   "-n", str(steps)] + (["-pretrained_weights", str(ckpt)] if ckpt else [])
+                   "-p", plans, "-n", str(steps)] + (["-pretrained_weights", str(ckpt)] if ckpt else [])
             proc = subprocess.run(cmd, env={**env, "nnUNet_results": scratch}, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"step timing of {trainer} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -58,9 +58,9 @@ def tiling_savings(model: Path, fold: str, images: Path, sam: str = "litemedsam"
     encoder pass to save (``passes_saved`` is then None)."""
     from nnunet_dfg.evaluation import dice
     from nnunet_dfg.nnunet_io import list_cases
-    from nnunet_dfg.refine.predict_features import FeaturePredictor
+    from nnunet_dfg.volume import refine_volume
+    from nnunet_dfg.volume.predictor import FeaturePredictor
     from nnunet_dfg.sam import load_segmenter
-    from nnunet_dfg.sdg.volume import refine_volume_tiled
     predictor = FeaturePredictor(model, fold, use_mirroring=False)
     segmenter = load_segmenter(sam)
     segmenter.segment(segmenter.embed(np.zeros((64, 64), np.float32)), np.array([[8, 8, 40, 40]]))  # warm-up
@@ -72,7 +72,7 @@ def tiling_savings(model: Path, fold: str, images: Path, sam: str = "litemedsam"
         for tile in (1, 2):
             segmenter.reset_counters()
             started = time.perf_counter()
-            labels[tile] = refine_volume_tiled(pred.image, pred.probs, segmenter, "sdg", tile=tile).label
+            labels[tile] = refine_volume(pred.image, pred.probs, None, segmenter, "sdg", tile=tile).label
             figures["seconds"][tile] += time.perf_counter() - started
             figures["encoder_passes"][tile] += segmenter.n_encoder_calls
         figures["slices"] += pred.image.shape[0]

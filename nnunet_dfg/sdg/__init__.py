@@ -2,7 +2,7 @@
 fine-tuning on the labelled source. Commands: ``add_sdg_parsers`` adds ``sdg-predict`` and ``finetune-sam``.
 
 Modules: ``slices`` (source slices, jittered boxes), ``finetune`` (training loop), ``command`` (the I/O shells;
-the box -> SAM -> merge step over a volume is ``nnunet_dfg.volume``), ``volume`` (an alias kept for benchmarks).
+the box -> SAM -> merge step over a volume is ``nnunet_dfg.volume``).
 Only ``command`` is imported eagerly, so the CLI starts without torch; the other names load on first use.
 """
 from importlib import import_module
@@ -12,7 +12,6 @@ from .command import FinetuneOptions, PredictOptions, add_sdg_parsers, finetune_
 _LAZY = {
     "FinetuneConfig": "finetune", "dice_bce_loss": "finetune", "finetune_mask_decoder": "finetune",
     "TrainingSlice": "slices", "foreground_slices": "slices", "jitter_box": "slices", "slice_prompts": "slices",
-    "refine_volume_tiled": "volume",
 }
 
 __all__ = ["FinetuneOptions", "PredictOptions", "add_sdg_parsers", "finetune_sam", "sdg_predict", *_LAZY]
