@@ -61,7 +61,7 @@ class GridSpec:
     plans: str = CPU_PLANS
     sdg: bool = True  # the SDG row (source boxes -> SAM); the fine-tuned decoder row is the demo's only
     workers: int = 2  # jobs at once: on 2 cores two 1-thread jobs do ~1.5x the work of one 2-thread job
-    memory_counts: tuple[int, ...] = (1, 2, 4)  # cases per refine run in the memory figure
+    memory_counts: tuple[int, ...] = (1, 2, 3)  # cases per refine run in the memory figure
     timings: dict = field(default_factory=dict)
 
     @property

@@ -1,6 +1,6 @@
 """Regenerates BENCHMARKS.md and its plots from scratch: the quality grid, then the speed figures.
 
-    .venv/bin/python benchmarks/run_all.py -o bench_out            # 45 min from scratch (2 cores); writes BENCHMARKS.md
+    .venv/bin/python benchmarks/run_all.py -o bench_out            # about an hour from scratch (2 cores)
     .venv/bin/python benchmarks/run_all.py -o bench_out --quick    # plumbing check in minutes (bench_out/BENCHMARKS.md)
 
 Resumable: every pipeline step and every finished phase leaves a marker in ``-o``, so a killed run continues.
@@ -48,36 +48,32 @@ def _phase(out: Path, name: str, compute):
     return result
 
 
-def speed(grid: quality_grid.GridRun, out: Path, configuration: str) -> dict:
+def speed(grid: quality_grid.GridRun, out: Path) -> None:
+    """The speed figures, on the 2d chain of the first seed (the budget keeps them to one configuration)."""
     spec = grid.spec
     severity = spec.severities[len(spec.severities) // 2]
-    p = grid.pipeline(configuration, spec.settings[configuration].seeds[0], severity)
-    setting = spec.settings[configuration]
+    p = grid.pipeline("2d", spec.settings["2d"].seeds[0], severity)
+    setting = spec.settings["2d"]
     fa_model, source_model = p.model(p.cfg.target_id, "FA"), p.model(quality_grid.SOURCE_ID, "Source")
     env = {k: v for k, v in p.runner.env.items() if k not in quality_grid.PARALLEL_ENV}  # one job: every core
-    figures = {}
-    figures["refine"] = _phase(out, f"refine_{configuration}", lambda: {**refine_speed.measure(
+    _phase(out, "refine_2d", lambda: {**refine_speed.measure(
         fa_model, p.target_raw / "imagesTr", Path(p.cfg.target_labels_tr), cases=1,
         search_config=setting.search_config, plain=False), "cases": 1})
-    figures["steps"] = _phase(out, f"steps_{configuration}", lambda: speed_ratios.step_ratios(
-        env, configuration, p.cfg.target_id, p.cfg.pseudo_id("dfg"),
-        {"fa": p.cfg.trainer("FA"), "st": p.cfg.trainer("ST")},
+    _phase(out, "steps_2d", lambda: speed_ratios.step_ratios(
+        env, "2d", p.cfg.target_id, p.cfg.pseudo_id("dfg"), {"fa": p.cfg.trainer("FA"), "st": p.cfg.trainer("ST")},
         {"source": source_model / f"fold_{p.cfg.source_fold}" / "checkpoint_final.pth",
          "fa": fa_model / "fold_all" / "checkpoint_final.pth"}, plans=p.cfg.plans))
-    if configuration == "2d":
-        figures["tiling"] = _phase(out, "tiling", lambda: speed_ratios.tiling_savings(fa_model, "all", p.test_images))
+    _phase(out, "tiling", lambda: speed_ratios.tiling_savings(fa_model, "all", p.test_images))
 
-        def memory():
-            from nnunet_dfg.synthetic import write_benchmark
-            scratch = out / "memory"
-            images = scratch / "synthetic" / "Dataset702_DFGSynthTarget" / "imagesTr"
-            if not images.is_dir():
-                write_benchmark(str(scratch / "synthetic"), n_source=1, n_target=max(spec.memory_counts),
-                                n_target_test=0, severity=severity, seed=100, shape=setting.shape)
-            return speed_ratios.refine_memory(fa_model, images, scratch, env, setting.search_config,
-                                              spec.memory_counts)
-        figures["memory"] = _phase(out, "memory", memory)
-    return figures
+    def memory():
+        from nnunet_dfg.synthetic import write_benchmark
+        scratch = out / "memory"
+        images = scratch / "synthetic" / "Dataset702_DFGSynthTarget" / "imagesTr"
+        if not images.is_dir():
+            write_benchmark(str(scratch / "synthetic"), n_source=1, n_target=max(spec.memory_counts),
+                            n_target_test=0, severity=severity, seed=100, shape=setting.shape)
+        return speed_ratios.refine_memory(fa_model, images, scratch, env, setting.search_config, spec.memory_counts)
+    _phase(out, "memory", memory)
 
 
 def main() -> None:
@@ -89,10 +85,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2,
                         help="grid jobs at the same time, one thread each (default 2: on 2 cores ~1.5x the throughput "
                              "of one job with two threads)")
+    parser.add_argument("--configurations", nargs="+", default=list(quality_grid.DEFAULT_SETTINGS),
+                        help="nnU-Net configurations of the grid (default: 2d and 3d_fullres)")
     args = parser.parse_args()
     out = Path(args.o).resolve()
     out.mkdir(parents=True, exist_ok=True)
     spec = quality_grid.GridSpec(workers=args.workers)
+    unknown = sorted(set(args.configurations) - set(spec.settings))
+    if unknown:
+        parser.error(f"unknown configuration(s) {unknown}; choose from {sorted(spec.settings)}")
+    spec.settings = {c: v for c, v in spec.settings.items() if c in args.configurations}
     if args.quick:
         quick = quality_grid.ConfigSetting((8, 48, 48), "_test", "_test", quality_grid.SEARCH_CONFIG_48PX, (0,))
         spec = quality_grid.GridSpec(settings={"2d": quick}, n_source=5, n_target=2, n_test=2, workers=1,
@@ -101,8 +103,8 @@ def main() -> None:
     started = time.time()
     if not args.report_only:
         _phase(out, "grid", grid.run)
-        for configuration in spec.configurations:
-            speed(grid, out, configuration)
+        if "2d" in spec.settings:
+            speed(grid, out)
         earlier = read_json(out / "meta.json")["wall_s"] if (out / "meta.json").is_file() else 0.0
         wall = earlier + time.time() - started  # a resumed run adds its time to the killed one's
         earlier_note = read_json(out / "meta.json").get("note", "") if (out / "meta.json").is_file() else ""
@@ -112,10 +114,12 @@ def main() -> None:
             "n_test": spec.n_test, "settings": {c: vars(v) for c, v in spec.settings.items()},
             "plans": spec.plans, "severities": list(spec.severities),
             "configurations": list(spec.configurations),
-            "command": ".venv/bin/python benchmarks/run_all.py -o bench_out" + (" --quick" if args.quick else "")}
+            "command": ".venv/bin/python benchmarks/run_all.py -o bench_out" + (" --quick" if args.quick else "")
+            + ("" if args.quick or set(spec.settings) == set(quality_grid.DEFAULT_SETTINGS)
+               else " --configurations " + " ".join(spec.settings))}
     meta["wall_min"] = meta["wall_s"] / 60
     records = read_json(out / "grid.json")
-    steps = {c: _read(out / f"steps_{c}.json") for c in spec.configurations}
+    steps = {"2d": _read(out / "steps_2d.json")}
     speed_figures = {"refine": _read(out / "refine_2d.json"), "steps": {c: s for c, s in steps.items() if s},
                      "tiling": _read(out / "tiling.json"), "memory": _read(out / "memory.json"),
                      "gpu": read_json(args.gpu_figures) if args.gpu_figures else None}

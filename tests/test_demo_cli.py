@@ -23,6 +23,7 @@ def test_demo_runs_every_stage_and_prints_the_stage_table(tmp_path):
                                                                             "liver"}, stage
     printed = proc.stdout[proc.stdout.index("source_in_domain"):]
     assert all(stage in printed for stage in STAGES) and "stage table:" in printed
+    assert "source < FA" in printed and "self-trained >= 0.9x oracle" in printed  # the paired goal checks
     predictions = out / "work" / "predictions"
     for stage in ("source_only", "fa", "self_trained", "sdg", "sdg_finetuned", "oracle"):
         assert sorted(p.name for p in (predictions / stage).glob("*.nii.gz")) == ["case_0002.nii.gz",

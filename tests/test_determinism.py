@@ -84,11 +84,10 @@ def test_refine_with_litemedsam_is_byte_identical_twice_and_after_sigkill(tiny):
     def out(out_id: int) -> Path:
         return tiny.raw / f"Dataset{out_id}_DFGSynthTargetPseudoDFG"
 
-    for out_id in (870, 871):
-        proc = cli(args(out_id), tiny.root, timeout=900, **ENV)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = cli(args(870), tiny.root, timeout=900, **ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     reference = _labels(out(870))
-    assert len(reference) == 9 and reference == _labels(out(871))
+    assert len(reference) == 9
     reports = sorted((out(870) / "dfg_refine" / "reports").glob("*.json"))
     calls = [json.loads(r.read_text())["calls"] for r in reports]
     assert len(calls) == 3 and all(c["encoder"] >= 1 and c["decoder"] >= 1 for c in calls)  # LiteMedSAM ran
@@ -113,4 +112,5 @@ def test_refine_with_litemedsam_is_byte_identical_twice_and_after_sigkill(tiny):
     resumed = cli(args(872), tiny.root, timeout=900, **ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "already done" in resumed.stdout
+    # the second run: its cases from before the kill and those after the resume equal the first run's, byte for byte
     assert _labels(out(872)) == reference

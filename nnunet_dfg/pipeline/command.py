@@ -7,8 +7,9 @@ from pathlib import Path
 
 from ..cpu_plans import CPU_PLANS
 from ..errors import UserError
-from ..nnunet_io import dataset_folder, env_folder, write_json_atomic
+from ..nnunet_io import dataset_folder, env_folder, read_json, write_json_atomic
 from ..seed import DEFAULT_SEED, parse_seed
+from ..statistics import compare_goals, format_comparisons
 from .dfg import DFGPipeline, PipelineConfig
 from .runner import Runner, Step, nnunet_environment
 from .stage_table import format_stage_table, stage_table
@@ -31,6 +32,10 @@ def _run(cfg: PipelineConfig, work: Path, env: dict, extra_first: list[Step] = (
     write_json_atomic(work / "stage_table.json", table)
     print()
     print(format_stage_table(table))
+    evaluations = {f.stem: read_json(f) for f in sorted((work / "eval").glob("*.json"))}
+    print("\nGoals, as mean paired differences over this run's cases (95% bootstrap interval; one seed: "
+          "BENCHMARKS.md pools three):")
+    print(format_comparisons(compare_goals([evaluations])))
     print(f"\nstage table: {work / 'stage_table.json'}   ({time.time() - started:.0f} s this run)")
     return table
 
