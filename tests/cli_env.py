@@ -58,3 +58,27 @@ def tree_hashes(*folders: Path) -> dict[str, str]:
     before and after means nothing was changed, added or removed."""
     return {f"{i}/{p.relative_to(folder)}": hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
             for i, folder in enumerate(folders) for p in sorted(Path(folder).rglob("*"))}
+
+
+def kill_midway(proc: subprocess.Popen, labels: Path, total: int, timeout: float) -> int:
+    """SIGKILL ``proc`` (a refine) as soon as 1 to ``total - 1`` of its label files exist in ``labels``; returns
+    how many were written before the kill."""
+    import signal
+    import time
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done = len(list(labels.glob("*.nii.gz"))) if labels.is_dir() else 0
+            if 1 <= done < total:
+                proc.send_signal(signal.SIGKILL)
+                break
+            assert proc.poll() is None, f"refine ended before it could be killed ({done} done)"
+            assert time.monotonic() < deadline, f"no case finished in {timeout:.0f} s"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    done = len(list(labels.glob("*.nii.gz")))
+    assert 1 <= done < total
+    return done

@@ -3,9 +3,7 @@ LiteMedSAM under ONNX Runtime, also when a run is killed with SIGKILL and resume
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ import torch
 
 from conftest import tiny_copy
 from _tiny_model import TINY_DFG, TinyModel
-from cli_env import cli, cli_command, nnunet_env, run
+from cli_env import cli, cli_command, kill_midway, nnunet_env, run
 
 ENV = {"OMP_NUM_THREADS": "1"}  # every run of a comparison with the same thread count
 
@@ -94,21 +92,7 @@ def test_refine_with_litemedsam_is_byte_identical_twice_and_after_sigkill(tiny):
 
     proc = subprocess.Popen(cli_command(args(872)), env=nnunet_env(tiny.root, **ENV), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    labels = out(872) / "labelsTr"
-    deadline = time.monotonic() + 600
-    try:
-        while True:
-            done = len(list(labels.glob("*.nii.gz"))) if labels.is_dir() else 0
-            if 1 <= done < 3:
-                proc.send_signal(signal.SIGKILL)
-                break
-            assert proc.poll() is None, f"refine ended before it could be killed ({done} done)"
-            assert time.monotonic() < deadline, "no case finished in 600 s"
-            time.sleep(0.02)
-    finally:
-        proc.kill()
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    kill_midway(proc, out(872) / "labelsTr", 3, timeout=600)
     resumed = cli(args(872), tiny.root, timeout=900, **ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "already done" in resumed.stdout

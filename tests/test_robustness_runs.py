@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import torch
 
 from conftest import tiny_copy
 from _tiny_model import TINY_DFG, ThresholdSegmenter, TinyModel
-from cli_env import assert_one_error_line, cli, cli_command, nnunet_env, snapshot, tree_hashes
+from cli_env import assert_one_error_line, cli, cli_command, kill_midway, nnunet_env, snapshot, tree_hashes
 
 TARGET = "Dataset702_DFGSynthTarget"
 CASES = ["case_0000", "case_0001", "case_0002"]
@@ -137,22 +135,7 @@ def eight(tiny) -> dict:
 def test_sigkill_then_resume_gives_identical_labels(tiny, eight):
     args, out = [*eight["args"], "--out-id", "861"], _out(tiny, 861, "Eight")
     proc = _start(tiny, args)
-    deadline = time.monotonic() + 300
-    try:
-        while True:
-            done = len(list((out / "labelsTr").glob("*.nii.gz"))) if (out / "labelsTr").is_dir() else 0
-            if 1 <= done < 8:
-                proc.send_signal(signal.SIGKILL)
-                break
-            assert proc.poll() is None, f"refine ended before it could be killed ({done} done)"
-            assert time.monotonic() < deadline, "no case finished in 300 s"
-            time.sleep(0.02)
-    finally:
-        proc.kill()
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
-    done = len(list((out / "labelsTr").glob("*.nii.gz")))
-    assert 1 <= done < 8
+    done = kill_midway(proc, out / "labelsTr", 8, timeout=300)
     # what a kill in the middle of a write leaves (too short a window to hit on purpose)
     (out / "dfg_refine/.tmp/.case_0007.nii.gz.k1ll3d.nii.gz").write_bytes(b"half a label")
     resumed = _run(tiny, args)
