@@ -51,7 +51,7 @@ def _check_plans(plans: str, preprocessed: Path | None, source_id: int) -> None:
     """nnUNetPlans (planned by the pipeline), nnUNetPlansCPU (derived from it) or a plans file already there."""
     if plans in ("nnUNetPlans", CPU_PLANS):
         return
-    folder = preprocessed / dataset_folder(preprocessed, source_id).name if preprocessed else None
+    folder = dataset_folder(preprocessed, source_id) if preprocessed else None
     if folder is None or not (folder / f"{plans}.json").is_file():
         raise UserError(f"-p {plans}: no such plans in nnUNet_preprocessed for dataset {source_id} (the pipeline "
                         f"makes nnUNetPlans and {CPU_PLANS}; other plans must be planned first)")
