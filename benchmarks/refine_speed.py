@@ -1,7 +1,8 @@
 """Benchmark of the DFG refinement step: speed against the encoder, decoder work, and pseudo-label quality.
 
 Prints, on the same slices of real target cases with the real segmenter:
-- refinement wall time / encoder-only time (goal <= 1.5 on CPU with LiteMedSAM),
+- refinement wall time / encoder-only time (goal <= 1.5 on CPU with LiteMedSAM), the encoder time per slice and
+  the time of one decoder call (split decoder: the slice's image side is cached),
 - decoder calls per searched slice and per present class, fast (lazy + cached) vs plain (every step decoded),
 - whether the fast and the plain search return identical labels,
 - pseudo-label Dice against the hidden target labels: model argmax, DFG-refined, DFG + 3D post-processing.
@@ -38,14 +39,17 @@ def _paths(args) -> tuple[Path, Path, Path]:
     return Path(args.model), Path(args.images), Path(args.labels)
 
 
-def _search(pred, segmenter, config, lazy: bool):
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _search(pred, segmenter, config, lazy: bool, now=time.perf_counter):
     """Every slice of one case; returns labels, per-slice seconds, decoder calls and present-class counts."""
     labels, seconds, calls, present = np.argmax(pred.probs, 0).astype(np.uint8), {}, {}, {}
     for z in range(pred.image.shape[0]):
-        t = time.perf_counter()
+        t = now()
         r = refine_slice(pred.image[z], pred.probs[:, z], pred.features[:, z], segmenter, config, lazy=lazy)
         if r.encoder_calls:
-            seconds[z] = time.perf_counter() - t
+            seconds[z] = now() - t
             calls[z] = r.decoder_calls
             present[z] = sum(tr.present for tr in r.traces.values())
         labels[z] = r.label
@@ -54,8 +58,11 @@ def _search(pred, segmenter, config, lazy: bool):
 
 def measure(model: Path, images: Path, label_dir: Path, fold: str = "all", cases: int = 2,
             search_config: str = DEMO_SEARCH_CONFIG, sam: str = "litemedsam", runtime: str = "auto",
-            plain: bool = True) -> dict:
-    """The figures listed in the module docstring; ``plain=False`` skips the (slow) plain search."""
+            plain: bool = True, clock: str = "wall") -> dict:
+    """The figures listed in the module docstring; ``plain=False`` skips the (slow) plain search. ``clock="cpu"``
+    times with the process's CPU time: on a shared machine other processes' load then leaves the ratios alone
+    (meaningful with one thread, e.g. ``OMP_NUM_THREADS=1``)."""
+    now = CLOCKS[clock]
     predictor = FeaturePredictor(model, fold, use_mirroring=False)
     config, _ = parse_search_config("dfg", search_config)
     segmenter = load_segmenter(sam, runtime=runtime)
@@ -64,21 +71,30 @@ def measure(model: Path, images: Path, label_dir: Path, fold: str = "all", cases
     ending = predictor.dataset_json["file_ending"]
     chosen = list(list_cases(images, ending, len(predictor.dataset_json["channel_names"])).items())[:cases]
     totals = dict(t_fast=0.0, t_plain=0.0, t_enc=0.0, calls_fast=0, calls_plain=0, slices=0, classes=0,
-                  identical=True)
+                  identical=True, t_call=0.0, n_call=0)
     quality = {"model": [], "dfg": [], "dfg_post": []}
     classes = [c for c in predictor.label_manager.foreground_labels]
     for case, files in chosen:
         pred = predictor.predict_case(files)
-        fast, sec_fast, calls_fast, present = _search(pred, segmenter, config, lazy=True)
+        fast, sec_fast, calls_fast, present = _search(pred, segmenter, config, lazy=True, now=now)
         if plain:
-            slow, sec_plain, calls_plain, _ = _search(pred, segmenter, config, lazy=False)
+            slow, sec_plain, calls_plain, _ = _search(pred, segmenter, config, lazy=False, now=now)
             totals["t_plain"] += sum(sec_plain.values())
             totals["calls_plain"] += sum(calls_plain.values())
             totals["identical"] &= bool(np.array_equal(fast, slow))
-        t = time.perf_counter()
+        t = now()
         for z in sec_fast:
             segmenter.embed(pred.image[z])
-        totals["t_enc"] += time.perf_counter() - t
+        totals["t_enc"] += now() - t
+        if sec_fast:  # one decoder call (segment: image side cached, postprocessing included), on a searched slice
+            emb = segmenter.embed(pred.image[next(iter(sec_fast))])
+            h, w = emb.image_size
+            segmenter.segment(emb, np.array([[w // 4, h // 4, 3 * w // 4, 3 * h // 4]]))
+            t = now()
+            for i in range(8):
+                segmenter.segment(emb, np.array([[w // 4 - i, h // 4, 3 * w // 4, 3 * h // 4 + i]]))
+            totals["t_call"] += now() - t
+            totals["n_call"] += 8
         totals["t_fast"] += sum(sec_fast.values())
         totals["calls_fast"] += sum(calls_fast.values())
         totals["slices"] += len(sec_fast)
@@ -93,9 +109,11 @@ def measure(model: Path, images: Path, label_dir: Path, fold: str = "all", cases
               + (f", plain {sum(sec_plain.values()):.1f} s" if plain else ""), flush=True)
     n, k = max(totals["slices"], 1), max(totals["classes"], 1)
     figures = {
-        "sam": segmenter.name, "runtime": segmenter.runtime, "slices_searched": totals["slices"],
+        "sam": segmenter.name, "runtime": segmenter.runtime, "clock": clock, "slices_searched": totals["slices"],
         "present_class_slices": totals["classes"], "encoder_only_s": round(totals["t_enc"], 2),
         "fast_search_s": round(totals["t_fast"], 2),
+        "encoder_s_per_slice": round(totals["t_enc"] / n, 3),
+        "decoder_ms_per_call": round(1000 * totals["t_call"] / max(totals["n_call"], 1), 1),
         "ratio_fast_over_encoder": round(totals["t_fast"] / max(totals["t_enc"], 1e-9), 2),
         "decoder_calls_per_slice": {"fast": round(totals["calls_fast"] / n, 2)},
         "decoder_calls_per_slice_and_class": {"fast": round(totals["calls_fast"] / k, 2)},
@@ -119,12 +137,15 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=2)
     parser.add_argument("--search-config", default=DEMO_SEARCH_CONFIG)
     parser.add_argument("--sam", default="litemedsam")
-    parser.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto",
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnx", "openvino"), default="auto",
                         help="SAM runtime (auto: ONNX Runtime on the CPU)")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="cpu: process CPU time (robust to other processes' load; use one thread)")
     parser.add_argument("-o", help="also write the figures as JSON here")
     args = parser.parse_args()
     model, images, label_dir = _paths(args)
-    figures = measure(model, images, label_dir, args.f, args.cases, args.search_config, args.sam, args.runtime)
+    figures = measure(model, images, label_dir, args.f, args.cases, args.search_config, args.sam, args.runtime,
+                      clock=args.clock)
     print(json.dumps(figures, indent=2))
     if args.o:
         Path(args.o).write_text(json.dumps(figures, indent=2))

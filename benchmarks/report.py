@@ -42,6 +42,21 @@ def stage_tables(summary: dict) -> list[str]:
     return lines
 
 
+CONVERGED = 0.85  # the bar a source model (in domain) and the oracle must clear for a stage table to mean much
+
+
+def convergence(records: list[dict]) -> list[str]:
+    """Per configuration and seed: the source model in its domain and the oracle, each against ``CONVERGED``, so a
+    seed whose model did not converge is named rather than averaged away."""
+    lines = ["| config | seed | source_in_domain | oracle | converged |", "|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: (r["configuration"], r["seed"])):
+        dice = {s: r["table"][s]["mean_dice"] for s in ("source_in_domain", "oracle") if s in r["table"]}
+        ok = bool(dice) and all(v >= CONVERGED for v in dice.values())
+        cells = " | ".join(f"{dice[s]:.3f}" if s in dice else "–" for s in ("source_in_domain", "oracle"))
+        lines.append(f"| {r['configuration']} | {r['seed']} | {cells} | {'yes' if ok else '**no**'} |")
+    return lines
+
+
 def goal_tables(records: list[dict]) -> tuple[list[str], dict]:
     """Per configuration: each goal as a paired difference with its interval and verdict."""
     lines, verdicts = [], {}
@@ -109,7 +124,9 @@ def speed_section(speed: dict) -> list[str]:
         lines += [f"- **Refinement over encoder-only time** ({r['sam']}, {r['runtime']}, {r['slices_searched']} searched "
                   f"slices of {r.get('cases', 1)} case): encoder only {r['encoder_only_s']:.1f} s, DFG search "
                   f"{r['fast_search_s']:.1f} s → ratio **{r['ratio_fast_over_encoder']:.2f}**; "
-                  f"{r['decoder_calls_per_slice_and_class']['fast']:.1f} decoder calls per slice and present class."]
+                  f"{r['decoder_calls_per_slice_and_class']['fast']:.1f} decoder calls per slice and present class"
+                  + (f"; encoder {r['encoder_s_per_slice']:.2f} s per slice, one decoder call "
+                     f"{r['decoder_ms_per_call']:.0f} ms" if "decoder_ms_per_call" in r else "") + "."]
     for config, s in (speed.get("steps") or {}).items():
         lines += [f"- **Training step, `{config}`, same images and plans** (batch {s['stock']['batch_size']}, patch "
                   f"{s['stock']['patch_size']}, mean of {s['stock']['steps']} steps): stock nnUNetTrainer "
@@ -142,7 +159,16 @@ def speed_section(speed: dict) -> list[str]:
     g = speed.get("gpu")
     lines += ["", "**GPU (MedSAM/SAM vit_b refinement per slice)**: " + (
         ", ".join(f"{k}: {v}" for k, v in g.items()) if g else
-        "not measured: no GPU machine was lent to the session that produced this file.")]
+        "not measured: no GPU machine was lent to the session that produced this file. The measurement is "
+        "prepared: `benchmarks/gpu_check.py --device cuda [--checkpoint medsam_vit_b.pth] [--demo DEMO_DIR] "
+        "--markdown gpu.md` (vit_b refinement per slice, split vs stock and batched vs sequential decoding, FA and "
+        "self-training steps against a stock nnU-Net step; `--device cpu --tiny` is its dry run).")]
+    c = speed.get("memory_curve")
+    if c:
+        from memory_curve import markdown as curve_table
+        lines += ["", "- **Peak memory and time against the volume size** (`benchmarks/memory_curve.py`; one "
+                  "`refine` process per size, softmax and features memory-mapped above "
+                  "`$NNUNET_DFG_STREAM_ABOVE_MB`):", "", curve_table(c)]
     return lines
 
 
@@ -169,6 +195,7 @@ def render(meta: dict, records: list[dict], speed: dict, figures: dict, analysis
            "Mean Dice over the cases of all seeds (per case: mean over the four organs) with a 95% percentile "
            "bootstrap interval over (case, seed) units, and the standard deviation of the per-seed means.", ""]
     out += stage_tables(summary)
+    out += [f"Convergence, per seed (both at least {CONVERGED}):", ""] + convergence(records) + [""]
     if "dice" in figures:
         out += [f"![Dice per stage]({figures['dice']})", ""]
     out += ["## Goals, as paired differences", "",

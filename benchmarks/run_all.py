@@ -96,7 +96,7 @@ def main() -> None:
         parser.error(f"unknown configuration(s) {unknown}; choose from {sorted(spec.settings)}")
     spec.settings = {c: v for c, v in spec.settings.items() if c in args.configurations}
     if args.quick:
-        quick = quality_grid.ConfigSetting((8, 48, 48), "_test", "_test", quality_grid.SEARCH_CONFIG_48PX, (0,))
+        quick = quality_grid.ConfigSetting((8, 48, 48), "_test", "_test", quality_grid.DEMO_SEARCH_CONFIG, (0,))
         spec = quality_grid.GridSpec(settings={"2d": quick}, n_source=5, n_target=2, n_test=2, workers=1,
                                      memory_counts=(1, 2))
     grid = quality_grid.GridRun(spec, out / "grid")

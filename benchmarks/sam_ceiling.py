@@ -2,9 +2,10 @@
 
 Why: when the refined pseudo-labels lose to the FA model, either the search finds bad boxes or the segmenter's
 masks are worse than the model's prediction whatever the box. Each labelled structure of each slice is prompted
-with its ground-truth bounding box plus the search's 3 px margin, the mask post-processed as in the search
-(largest region, holes filled), and each class scored by 3D Dice against the target labels (classes scored
-independently, no merge). Target labels are read only here, to prompt and to score: this is an evaluation.
+with its ground-truth bounding box plus the search's margin (3 px at 256 px, scaled to the slice), the mask
+post-processed as in the search (largest region, holes filled), and each class scored by 3D Dice against the
+target labels (classes scored independently, no merge). Target labels are read only here, to prompt and to
+score: this is an evaluation.
 
     .venv/bin/python benchmarks/sam_ceiling.py -o bench_out [-c 2d 3d_fullres]
 """
@@ -25,8 +26,10 @@ from nnunet_dfg.sam.segmenter import load_segmenter
 import quality_grid
 
 
-def ground_truth_masks(image: np.ndarray, label: np.ndarray, n_classes: int, segmenter, margin: int) -> np.ndarray:
+def ground_truth_masks(image: np.ndarray, label: np.ndarray, n_classes: int, segmenter,
+                       config: DFGConfig) -> np.ndarray:
     """(K, Z, H, W) boolean SAM masks, each slice prompted with the bbox (+ margin, clipped) of each class in it."""
+    margin = config.for_slice(label.shape[1:]).box_margin
     out = np.zeros((n_classes,) + label.shape, dtype=bool)
     for z in range(label.shape[0]):
         classes = [c for c in range(1, n_classes) if (label[z] == c).any()]
@@ -39,7 +42,7 @@ def ground_truth_masks(image: np.ndarray, label: np.ndarray, n_classes: int, seg
     return out
 
 
-def run(pipeline, segmenter, margin: int) -> dict:
+def run(pipeline, segmenter, config: DFGConfig) -> dict:
     """Per-class Dice of ground-truth-box SAM masks over the run's target training cases."""
     labels = read_json(pipeline.target_raw / "dataset.json")["labels"]
     names = {int(v): k for k, v in labels.items() if k != "background"}
@@ -48,7 +51,7 @@ def run(pipeline, segmenter, margin: int) -> dict:
         case = label_file.name[: -len(".nii.gz")]
         label = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file))).astype(np.int64)
         image = sitk.GetArrayFromImage(sitk.ReadImage(str(pipeline.target_raw / "imagesTr" / f"{case}_0000.nii.gz")))
-        masks = ground_truth_masks(image.astype(np.float32), label, max(names) + 1, segmenter, margin)
+        masks = ground_truth_masks(image.astype(np.float32), label, max(names) + 1, segmenter, config)
         for c, name in names.items():
             if (label == c).any():
                 scores[name].append(dice(masks[c], label == c))
@@ -64,14 +67,14 @@ def main() -> None:
     out = Path(args.o).resolve()
     grid = quality_grid.GridRun(quality_grid.GridSpec(), out / "grid")
     segmenter = load_segmenter("litemedsam")
-    margin = DFGConfig().box_margin
+    search = DFGConfig()
     results = {}
     for record in sorted(read_json(out / "grid.json"), key=lambda r: (r["configuration"], r["seed"], r["severity"])):
         if record["configuration"] not in args.c:
             continue
         key = f"{record['configuration']} seed {record['seed']} severity {record['severity']:g}"
         results[key] = run(grid.pipeline(record["configuration"], record["seed"], record["severity"]), segmenter,
-                           margin)
+                           search)
         searched = record["table"]["pseudo_dfg_raw"]["mean_dice"]
         per_class = {c: round(v, 3) for c, v in results[key]["per_class"].items()}
         print(f"{key}: ground-truth box {results[key]['mean_dice']:.3f} {per_class} (DFG search {searched:.3f})",

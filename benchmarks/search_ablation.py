@@ -31,11 +31,13 @@ BIN = Path(sys.executable).parent
 # no_search: every class "absent", the pseudo-label is the FA argmax (+ post-processing), no SAM call.
 # no_stage3: the reference rules without box inflation; a class whose stage 2 finds no stable box keeps the model's
 # prediction.
-# presence_13: the reference's 200 confident pixels scaled by slice area from 256 px to 64 px (the shipped 40
-# scales it by organ size, which starves the search of small, low-confidence organs).
+# hand_scaled_64px: the demo's former hand-set thresholds (40 confident pixels, masks > 15 px at 64 px, i.e. 640
+# and 240 at the 256 px the search scales from; the default scales the reference's 200 and 50 by slice area, 12.5
+# and 3.1 px at 64 px): does scaling by organ size starve the search of small, low-confidence organs?
 # shrink_bound_2: also discard a refined mask under half the model's own (max_shrink, off in the shipped settings).
 VARIANTS = {"no_growth_bound": {"max_growth": 0.0}, "no_search": {"presence_min_pixels": 10 ** 9},
-            "no_stage3": {"stage3_steps": 0, "max_growth": 0.0}, "presence_13": {"presence_min_pixels": 13},
+            "no_stage3": {"stage3_steps": 0, "max_growth": 0.0},
+            "hand_scaled_64px": {"presence_min_pixels": 640, "stage1_min_mask": 240},
             "shrink_bound_2": {"max_shrink": 2.0}}
 ABLATION_OFFSET = 150  # output ids: target + 150, removed after scoring
 

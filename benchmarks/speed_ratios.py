@@ -30,7 +30,7 @@ def _nnunet(cmd: str) -> str:
 
 
 def step_ratios(env: dict, configuration: str, target_id: int, pseudo_id: int, trainers: dict[str, str],
-                checkpoints: dict[str, Path], steps: int = 12, plans: str = "nnUNetPlans") -> dict:
+                checkpoints: dict[str, Path], steps: int = 12, plans: str = "nnUNetPlans", device: str = "cpu") -> dict:
     """FA (target images) and ST (same images + pseudo-labels) steps against nnU-Net's stock trainer on the latter."""
     runs = {"stock": ("nnUNetTrainer", pseudo_id, None), "fa": (trainers["fa"], target_id, checkpoints["source"]),
             "self_training": (trainers["st"], pseudo_id, checkpoints["fa"])}
@@ -39,7 +39,8 @@ def step_ratios(env: dict, configuration: str, target_id: int, pseudo_id: int, t
         scratch = tempfile.mkdtemp(prefix="step_time_")
         try:
             cmd = [sys.executable, str(HERE / "step_time.py"), "-d", str(dataset), "-c", configuration, "-tr", trainer,
-                   "-p", plans, "-n", str(steps)] + (["-pretrained_weights", str(ckpt)] if ckpt else [])
+                   "-p", plans, "-n", str(steps), "-device", device]
+            cmd += ["-pretrained_weights", str(ckpt)] if ckpt else []
             proc = subprocess.run(cmd, env={**env, "nnUNet_results": scratch}, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"step timing of {trainer} failed: {proc.stderr.strip().splitlines()[-1:]}")

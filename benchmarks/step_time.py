@@ -19,9 +19,9 @@ import torch
 
 
 def time_steps(dataset: str, configuration: str, trainer_name: str, plans: str, pretrained: str | None,
-               steps: int, warmup: int) -> dict:
+               steps: int, warmup: int, device: str = "cpu") -> dict:
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
-    trainer = get_trainer_from_args(dataset, configuration, "all", trainer_name, plans, device=torch.device("cpu"))
+    trainer = get_trainer_from_args(dataset, configuration, "all", trainer_name, plans, device=torch.device(device))
     maybe_load_checkpoint(trainer, False, False, pretrained)
     trainer.on_train_start()
     trainer.network.train()
@@ -31,6 +31,8 @@ def time_steps(dataset: str, configuration: str, trainer_name: str, plans: str, 
             batch = next(trainer.dataloader_train)
             started = time.perf_counter()
             trainer.train_step(batch)
+            if trainer.device.type == "cuda":  # train_step returns before the GPU has finished
+                torch.cuda.synchronize()
             if i >= warmup:
                 seconds.append(time.perf_counter() - started)
     finally:
@@ -51,9 +53,11 @@ def main() -> None:
     parser.add_argument("-pretrained_weights")
     parser.add_argument("-n", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("-device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)  # as nnUNetv2_train -device cpu does
-    print(json.dumps(time_steps(args.d, args.c, args.tr, args.p, args.pretrained_weights, args.n, args.warmup)))
+    print(json.dumps({**time_steps(args.d, args.c, args.tr, args.p, args.pretrained_weights, args.n, args.warmup,
+                                   args.device), "device": args.device}))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ def _synthetic(args) -> None:
     from .nnunet_io import env_folder
     from .synthetic import write_benchmark
     raw = Path(args.raw) if args.raw else env_folder("nnUNet_raw")
-    info = write_benchmark(str(raw), source_id=args.source_id, target_id=args.target_id, n_source=args.n_source,
-                           n_target=args.n_target, n_target_test=args.n_test, severity=args.severity,
-                           seed=args.seed, shape=tuple(args.shape))
+    try:
+        info = write_benchmark(str(raw), source_id=args.source_id, target_id=args.target_id, n_source=args.n_source,
+                               n_target=args.n_target, n_target_test=args.n_test, severity=args.severity,
+                               seed=args.seed, shape=tuple(args.shape), direction=args.direction)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     print(json.dumps({k: (str(v) if not isinstance(v, (list, dict)) else v) for k, v in info.items()}, indent=2))
 
 
@@ -31,12 +34,16 @@ def _prepare_target(args) -> None:
         raise UserError(f"source model folder not found: {model}")
     if args.i:
         source_dataset = read_json(model / "dataset.json")
+        channels = source_dataset["channel_names"]
         raw = link_folder_as_dataset(Path(args.i), int(args.d), args.name, source_dataset["file_ending"],
-                                     len(source_dataset["channel_names"]))
+                                     len(channels), channel_names=channels)
     else:
         raw = dataset_folder(env_folder("nnUNet_raw"), args.d)
     out = prepare_target(raw, model, args.c, with_labels=args.labels)
     print(f"preprocessed {raw.name} with the plans of {model} -> {out}")
+    for channel, change in read_json(out / "dataset.json").get("dfg_target_normalization", {}).items():
+        print(f"channel {channel}: target is {change['modality'].upper()}, normalised with {change['target']} "
+              f"instead of the source's {change['source']}")
 
 
 def _evaluate(args) -> None:
@@ -68,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="domain shift: 0 none, 0.7 default (MRI -> CT-like, liver contrast inverted), 1 CT, 2 harsh")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", type=int, nargs=3, default=[24, 96, 96], metavar=("Z", "Y", "X"))
+    p.add_argument("--direction", default="mr2ct",
+                   help="mr2ct (default: MRI-like source, CT-like target) or ct2mr (CT source, MRI-like target at "
+                        "the blend 1 - severity; severity <= 1)")
     p.set_defaults(func=_synthetic)
 
     p = sub.add_parser("prepare-target", help="preprocess unlabelled target images with the source model's plans")
@@ -80,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", default="nnUNetPlans")
     p.add_argument("-c", nargs="+", help="configuration(s) to preprocess (default: the model's)")
     p.add_argument("--labels", action="store_true",
-                   help="also preprocess labelsTr (pseudo-label or oracle datasets; never the raw target)")
+                   help="also preprocess labelsTr: pseudo-label/oracle datasets only (not checked)")
     p.set_defaults(func=_prepare_target)
 
     p = sub.add_parser("evaluate", help="per-class 3D Dice and ASSD (mm) of predictions against labels")

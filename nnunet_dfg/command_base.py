@@ -30,6 +30,8 @@ class ModelOptions:
     checkpoint: str = "checkpoint_final.pth"
     sam: str = "litemedsam"
     sam_mode: str | None = None
+    sam_intensity: str = "auto"           # what SAM sees: ct / mr window of the raw image, auto from dataset.json
+    sam_window: str | None = None         # "LOW,HIGH" HU for ct (default sam.intensity.DEFAULT_CT_WINDOW)
     tile: int = 1                         # box prompts: n x n slices share one encoder pass
     device: str = "cpu"
     num_parts: int = 1
@@ -43,6 +45,7 @@ class ModelOptions:
             raise UserError(f"--tile must be 1 or 2, got {self.tile}")
         if self.num_parts < 1 or not 0 <= self.part_id < self.num_parts:
             raise UserError(f"-part_id must lie in 0..{self.num_parts - 1}")
+        check_sam_intensity(self.sam_intensity, self.sam_window)
 
     def resolve_model(self) -> Path:
         return resolve_model_folder(self.model, self.dataset, self.trainer, self.plans, self.configuration)
@@ -55,7 +58,21 @@ class ModelOptions:
         """What determines the labels besides the command's own options; equal across parts and resumed runs."""
         return {"model": portable(model), "fold": str(self.fold), "checkpoint": self.checkpoint,
                 "images": portable(images), "sam": self.sam, "sam_mode": self.sam_mode,
-                "mirroring": not self.disable_tta, "step_size": self.step_size, "tile": self.tile}
+                "mirroring": not self.disable_tta, "step_size": self.step_size, "tile": self.tile,
+                "sam_intensity": self.sam_intensity, "sam_window": self.sam_window}
+
+    def sam_modality(self, images: Path, model_dataset: Mapping) -> str:
+        """``ct`` or ``mr``: ``--sam-intensity``, or with ``auto`` channel 0's name in the dataset.json beside the
+        image folder (the target's own, e.g. ``imagesTr/../dataset.json``), else in the model's."""
+        from .nnunet_io import read_json
+        from .sam.intensity import resolve_modality
+        beside = Path(images).parent / "dataset.json"
+        return resolve_modality(self.sam_intensity, read_json(beside) if beside.is_file() else model_dataset)
+
+    def sam_volume(self, predictor, files: Sequence[Path], modality: str):
+        """The case's raw channel 0 on the network grid, windowed for SAM (``sam.intensity.sam_image``)."""
+        from .sam.intensity import parse_window, sam_image
+        return sam_image(predictor.raw_image(files), modality, parse_window(self.sam_window))
 
     def open_predictor(self, model: Path):
         from .volume.predictor import FeaturePredictor
@@ -65,6 +82,16 @@ class ModelOptions:
     def open_segmenter(self, segmenter: Any = None) -> Any:
         """``segmenter`` if given (tests), else ``--sam``; a load failure is one ``UserError`` line."""
         return segmenter if segmenter is not None else open_segmenter(self.sam, self.device, self.sam_mode)
+
+
+def check_sam_intensity(intensity: str, window: str | None) -> None:
+    """``--sam-intensity`` and ``--sam-window`` as one-line ``UserError``s, before anything runs."""
+    from .sam.intensity import check_intensity, parse_window
+    try:
+        check_intensity(intensity)
+        parse_window(window)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def open_segmenter(spec: str, device: str = "cpu", mode: str | None = None):
@@ -103,7 +130,7 @@ def check_images(cases: Mapping[str, Sequence[Path]], reader_class) -> None:
     check_case_images(cases, reader_class)
 
 
-def add_model_arguments(p: argparse.ArgumentParser, trainer: str, dataset_help: str, tile_default: int,
+def add_model_arguments(p: argparse.ArgumentParser, trainer: str, dataset_help: str, tile_default: int | str,
                         tile_help: str) -> None:
     """The arguments of :class:`ModelOptions` (``-d`` is the command's own: its meaning differs)."""
     p.add_argument("-d", dest="dataset", help=dataset_help)
@@ -116,10 +143,23 @@ def add_model_arguments(p: argparse.ArgumentParser, trainer: str, dataset_help: 
     p.add_argument("--sam", default="litemedsam", help="'litemedsam' (bundled), a SAM/MedSAM checkpoint path, or "
                                                        "a finetune-sam checkpoint")
     p.add_argument("--sam-mode", choices=("sam", "medsam"), help="preprocessing of a checkpoint given to --sam")
-    p.add_argument("--tile", type=int, choices=(1, 2), default=tile_default, help=tile_help)
+    add_sam_intensity_arguments(p)
+    if tile_default == "auto":  # sdg-predict: the command resolves it from --sam (sdg.command.resolve_tile)
+        p.add_argument("--tile", default="auto", help=tile_help)
+    else:
+        p.add_argument("--tile", type=int, choices=(1, 2), default=tile_default, help=tile_help)
     p.add_argument("-device", dest="device", default="cpu", help="cpu or cuda (nnU-Net and SAM)")
     p.add_argument("-num_parts", dest="num_parts", type=int, default=1)
     p.add_argument("-part_id", dest="part_id", type=int, default=0)
     p.add_argument("--disable-tta", action="store_true", help="no mirroring at prediction (faster)")
     p.add_argument("-step_size", dest="step_size", type=float, default=0.5)
     p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def add_sam_intensity_arguments(p: argparse.ArgumentParser) -> None:
+    """``--sam-intensity`` and ``--sam-window`` (refine, sdg-predict, pipeline, demo): what SAM is fed."""
+    p.add_argument("--sam-intensity", default="auto",
+                   help="SAM's input from the raw image: ct (HU window), mr (0.5-99.5 percentiles of the non-zero "
+                        "voxels), auto (default: ct if the images' dataset.json names channel 0 'CT', else mr)")
+    p.add_argument("--sam-window", metavar="LOW,HIGH",
+                   help="CT window in HU for SAM (default -125,275: the DFG reference's soft-tissue window)")

@@ -8,6 +8,7 @@ preprocessor case by case. Only the model folder (plans.json, dataset.json) is r
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from .errors import UserError
 from .image_checks import check_case_images
+from .target_normalization import changed_channels, image_channel_reader, target_plans
 from .nnunet_io import atomic_folder, atomic_path, dataset_folder, env_folder, list_cases, read_json, write_json_atomic
 
 
@@ -49,9 +51,13 @@ def check_compatible(source_dataset: dict, target_dataset: dict | None, num_foun
             raise UserError(f"channel mismatch: target has {n_target} channel(s), the source model expects {n_source}")
 
 
-def target_dataset_json(source_dataset: dict, num_cases: int, model_dir: Path) -> dict:
-    """The preprocessed target's dataset.json: the source's channels and labels (the network's), no labels used."""
+def target_dataset_json(source_dataset: dict, num_cases: int, model_dir: Path, target_dataset: dict | None = None
+                        ) -> dict:
+    """The preprocessed target's dataset.json: the source's labels (the network's), no labels used; the target's own
+    channel names where it has them (same count: checked), so models trained on it name the target's modality."""
     ds = copy.deepcopy(source_dataset)
+    if target_dataset and target_dataset.get("channel_names"):
+        ds["channel_names"] = dict(target_dataset["channel_names"])
     ds["numTraining"] = num_cases
     ds["dfg_source_model"] = str(model_dir)
     return ds
@@ -82,6 +88,36 @@ def _save_case(preprocessor, files, seg_file, plans_manager, configuration_manag
         os.replace(f"{tmp}{suffix}", f"{out_truncated}{suffix}")
 
 
+PREPARED = "dfg_prepare_target.json"  # data identifier -> what made that folder (plans, labels): checked on reuse
+_NOT_DATA = ("architecture", "batch_size", "patch_size", "batch_dice", "median_image_size_in_voxels", "inherits_from")
+
+
+def _made_by(plans: dict, configuration_manager, with_labels: bool) -> dict:
+    """What decides a data folder's content: the configuration without its network, the intensity statistics."""
+    conf = {k: v for k, v in configuration_manager.configuration.items() if k not in _NOT_DATA}
+    return json.loads(json.dumps({"configuration": conf, "transpose_forward": plans.get("transpose_forward"),
+                                  "intensity": plans.get("foreground_intensity_properties_per_channel"),
+                                  "labels": with_labels}))
+
+
+def _claim_folders(out: Path, plans: dict, configuration_managers: list, with_labels: bool) -> None:
+    """Refuses to write into a folder that something else preprocessed (e.g. nnU-Net's own planning of this
+    dataset), to overwrite another plans file of that name, or to reuse (resume) a data folder that other plans
+    or other labels made; then records what this run makes, before its first data write."""
+    plans_file = out / f"{plans['plans_name']}.json"
+    same_plans = plans_file.is_file() and read_json(plans_file) == json.loads(json.dumps(plans))
+    record = read_json(out / PREPARED) if (out / PREPARED).is_file() else {}
+    fix = f"remove {out} to prepare it again, or give the target another dataset id"
+    if (plans_file.is_file() and not same_plans) or (not record and not same_plans and out.is_dir()
+                                                     and any(out.iterdir())):
+        raise UserError(f"{out} holds another preprocessing (other plans, or not made by prepare-target): {fix}")
+    for cm in configuration_managers:
+        made = _made_by(plans, cm, with_labels)
+        if record.setdefault(cm.data_identifier, made) != made:
+            raise UserError(f"{out / cm.data_identifier} was made with other plans or labels than this run's: {fix}")
+    write_json_atomic(out / PREPARED, record)
+
+
 def prepare_target(target_raw: Path, model_dir: Path, configurations: list[str] | None = None,
                    preprocessed_root: Path | None = None, with_labels: bool = False) -> Path:
     """Preprocess ``target_raw/imagesTr`` with the plans of ``model_dir``; returns the preprocessed folder.
@@ -91,14 +127,17 @@ def prepare_target(target_raw: Path, model_dir: Path, configurations: list[str] 
     to carry labels never has them read during adaptation.
 
     Resumable: finished cases (their .pkl exists) are skipped; a configuration's folder only appears under its
-    final name once all its cases are done.
+    final name once all its cases are done. ``dfg_prepare_target.json`` records which plans and labels made each
+    data folder: a folder made otherwise (other plans, nnU-Net's own preprocessing) is refused, never reused or
+    overwritten.
     """
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans = read_json(model_dir / "plans.json")
     source_dataset = read_json(model_dir / "dataset.json")
     target_json = target_raw / "dataset.json"
-    check_compatible(source_dataset, read_json(target_json) if target_json.is_file() else None)
+    target_dataset = read_json(target_json) if target_json.is_file() else None
+    check_compatible(source_dataset, target_dataset)
     cases = list_cases(target_raw / "imagesTr", source_dataset["file_ending"], len(source_dataset["channel_names"]))
     labels = {}
     if with_labels:
@@ -114,11 +153,21 @@ def prepare_target(target_raw: Path, model_dir: Path, configurations: list[str] 
     out = (preprocessed_root or env_folder("nnUNet_preprocessed")) / target_raw.name
     plans = copy.deepcopy(plans)
     plans["dataset_name"] = target_raw.name
-    dataset_json = target_dataset_json(source_dataset, len(cases), model_dir)
+    dataset_json = target_dataset_json(source_dataset, len(cases), model_dir, target_dataset)
     dataset_json["dfg_labels_used"] = with_labels
     plans_manager = PlansManager(plans)
-    if any(not (out / plans_manager.get_configuration(c).data_identifier).is_dir() for c in configurations):
-        check_case_images(cases, plans_manager.image_reader_writer_class)  # all cases, before the first write
+    reader = plans_manager.image_reader_writer_class
+    changes = changed_channels(plans, (target_dataset or {}).get("channel_names"))
+    if changes or any(not (out / plans_manager.get_configuration(c).data_identifier).is_dir() for c in configurations):
+        check_case_images(cases, reader)  # all cases, before the first read for statistics or write
+    if changes:  # the target's modality needs another normalisation than the source's (target_normalization.py)
+        try:
+            plans = target_plans(plans, changes, image_channel_reader(cases, reader))
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        plans_manager = PlansManager(plans)
+    dataset_json["dfg_target_normalization"] = changes
+    _claim_folders(out, plans, [plans_manager.get_configuration(c) for c in configurations], with_labels)
     for configuration in configurations:
         cm = plans_manager.get_configuration(configuration)
         final = out / cm.data_identifier
@@ -145,8 +194,11 @@ def prepare_target(target_raw: Path, model_dir: Path, configurations: list[str] 
 
 
 def link_folder_as_dataset(images: Path, dataset_id: int, name: str, file_ending: str, num_channels: int,
-                           raw_root: Path | None = None) -> Path:
-    """Registers a plain folder of target images as a new raw dataset (symlinks; the folder is not touched)."""
+                           raw_root: Path | None = None, channel_names: dict | None = None) -> Path:
+    """Registers a plain folder of target images as a new raw dataset (symlinks; the folder is not touched).
+
+    ``channel_names`` (the CLI passes the source's: a bare folder says nothing of its modality, so it keeps the
+    source's normalisation) default to ``channelN``, which nnU-Net's convention reads as non-CT."""
     raw_root = raw_root or env_folder("nnUNet_raw")
     if raw_root.is_dir() and any(raw_root.glob(f"Dataset{dataset_id:03d}_*")):
         raise UserError(f"dataset id {dataset_id} is already used in {raw_root}")
@@ -156,7 +208,8 @@ def link_folder_as_dataset(images: Path, dataset_id: int, name: str, file_ending
         for files in cases.values():
             for f in files:
                 os.symlink(f.resolve(), tmp / "imagesTr" / f.name)
-        write_json_atomic(tmp / "dataset.json", {"channel_names": {str(i): f"channel{i}" for i in range(num_channels)},
+        channels = dict(channel_names) if channel_names else {str(i): f"channel{i}" for i in range(num_channels)}
+        write_json_atomic(tmp / "dataset.json", {"channel_names": channels,
                                                   "labels": {"background": 0}, "numTraining": len(cases),
                                                   "file_ending": file_ending})
     return raw_root / f"Dataset{dataset_id:03d}_{name}"

@@ -19,6 +19,10 @@ their surroundings (only around 0.35 does the blended liver match the fat around
 above 1 the organ contrast shrinks and noise grows. The default, 0.7 (DEFAULT_SEVERITY),
 leaves a source model trained to ~0.93 Dice in its domain with ~0.4 on the target: the
 liver is lost (its contrast is inverted), kidneys and spleen partly kept.
+
+``direction="ct2mr"`` writes the reverse: a CT source (severity 1, channel "CT", so nnU-Net plans CTNormalization)
+and an MRI-like target at the blend ``1 - severity`` (channel "MRI"), which tests a target whose modality needs
+another normalisation than the source's. Its calibration is not tuned like the default's.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ SOURCE_MEANS = np.array([0, 420, 160, 380, 300, 15, 120, 560, 60, 600, 750, 260]
 TARGET_MEANS = np.array([-1000, -100, 50, -80, 25, -850, 600, 10, 170, 125, 165, 110], float)
 ORGANS = (SPLEEN, KIDNEY, LIVER)
 DEFAULT_SEVERITY = 0.7
+DIRECTIONS = ("mr2ct", "ct2mr")  # source -> target modality of write_benchmark
 
 
 def _waves(rng: np.random.Generator, k: int, freq: float) -> tuple[np.ndarray, np.ndarray]:
@@ -236,14 +241,18 @@ def _check_free(raw_root: str, dataset_id: int) -> None:
 
 def write_benchmark(raw_root: str, source_id: int = 701, target_id: int = 702, n_source: int = 12,
                     n_target: int = 8, n_target_test: int = 4, severity: float = DEFAULT_SEVERITY, seed: int = 0,
-                    shape: tuple[int, int, int] = (24, 96, 96)) -> dict:
+                    shape: tuple[int, int, int] = (24, 96, 96), direction: str = "mr2ct") -> dict:
     """Write the source dataset, the unlabelled target dataset and hidden target labels.
 
     Everything is built in a temporary sibling folder and renamed into place, so an
     interrupted run never leaves a half-written dataset that nnU-Net would pick up.
     Per-case generators are spawned from one ``default_rng(seed)``, so the same seed
-    gives byte-identical files.
+    gives byte-identical files. ``direction`` (``DIRECTIONS``) picks which domain is MRI-like and which CT.
     """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if direction == "ct2mr" and not 0.0 <= severity <= 1.0:
+        raise ValueError(f"direction 'ct2mr' needs severity in [0, 1], got {severity}")
     if source_id == target_id:
         raise ValueError("source_id and target_id must differ")
     src_name, tgt_name = f"Dataset{source_id:03d}_DFGSynthSource", f"Dataset{target_id:03d}_DFGSynthTarget"
@@ -258,6 +267,7 @@ def write_benchmark(raw_root: str, source_id: int = 701, target_id: int = 702, n
     src_cases = [f"case_{i:04d}" for i in range(n_source)]
     tgt_cases = [f"case_{i:04d}" for i in range(n_target)]
     test_cases = [f"case_{i:04d}" for i in range(n_target, n_target + n_target_test)]
+    # not nnunet_io.atomic_folder: three folders (source, target, hidden labels) are published, or rolled back, together
     tmp = tempfile.mkdtemp(prefix=".dfg_synth_tmp_", dir=raw_root)
     moved: list[tuple[str, str]] = []
     try:
@@ -273,12 +283,18 @@ def write_benchmark(raw_root: str, source_id: int = 701, target_id: int = 702, n
         jobs += [(tgt, "imagesTr", "labelsTr", c, "target") for c in tgt_cases]
         jobs += [(tgt, "imagesTs", "labelsTs", c, "target") for c in test_cases]
         for rng, (root, img_dir, lab_dir, case, domain) in zip(rngs, jobs):
-            img, lab, spacing = make_case(rng, domain, severity, shape)
+            if direction == "mr2ct":
+                img, lab, spacing = make_case(rng, domain, severity, shape)
+            else:  # CT source (severity 1), target blended back towards the MRI appearance
+                img, lab, spacing = make_case(rng, "target", 1.0 if domain == "source" else 1.0 - severity, shape)
             _write_nifti(img, spacing, os.path.join(root, img_dir, f"{case}_0000.nii.gz"))
             lab_root = src if domain == "source" else hid
             _write_nifti(lab, spacing, os.path.join(lab_root, lab_dir, f"{case}.nii.gz"))
         meta = f"DFG synthetic benchmark, seed={seed}, severity={severity}, shape={list(shape)}"
-        for root, channel, n in ((src, "MRI", n_source), (tgt, "CT", n_target)):
+        if direction != "mr2ct":  # the default's description (and so its files) stays as it was
+            meta += f", direction={direction}"
+        channels = ("MRI", "CT") if direction == "mr2ct" else ("CT", "MRI")
+        for root, channel, n in ((src, channels[0], n_source), (tgt, channels[1], n_target)):
             with open(os.path.join(root, "dataset.json"), "w") as f:
                 json.dump(_dataset_json(channel, n, meta), f, indent=2)
 

@@ -86,3 +86,10 @@ def test_tiling_without_boxes_is_reported_as_not_measured():
                                                          "on the 24 slices.")
     some = {**none, "encoder_passes": {"1": 24, "2": 6}, "passes_saved": 0.75, "agreement_dice": 0.98}
     assert "**75% saved**" in report.speed_section({"tiling": some})[0]
+
+
+def test_convergence_names_a_seed_below_the_bar(records):
+    records[1]["table"]["source_in_domain"]["mean_dice"] = 0.62  # a source model that confused the kidneys
+    lines = report.convergence(records)
+    assert "| 2d | 0 | 0.900 | 0.900 | yes |" in lines
+    assert "| 2d | 1 | 0.620 | 0.900 | **no** |" in lines

@@ -14,7 +14,7 @@ STAGES = {"source_in_domain", "source_only", "fa", "pseudo_fa", "pseudo_box", "p
 def test_demo_runs_every_stage_and_prints_the_stage_table(tmp_path):
     out = tmp_path / "demo"
     args = ["nnunet_dfg", "demo", "-o", str(out), "--variant", "_test", "--oracle-variant", "_test", "--seed", "3",
-            "--n-source", "5", "--n-target", "2", "--n-test", "2", "--shape", "8", "48", "48"]
+            "--n-source", "5", "--n-target", "2", "--n-test", "2", "--shape", "8", "48", "48", "--sdg-finetuned"]
     proc = run(args, nnunet_env(tmp_path), timeout=1500)
     table = json.loads((out / "work" / "stage_table.json").read_text())
     assert set(table) == STAGES
@@ -30,6 +30,11 @@ def test_demo_runs_every_stage_and_prints_the_stage_table(tmp_path):
                                                                                    "case_0003.nii.gz"], stage
     plans = out / "nnUNet_preprocessed" / "Dataset701_DFGSynthSource" / "nnUNetPlansCPU.json"
     assert json.loads(plans.read_text())["plans_name"] == "nnUNetPlansCPU"
+    # the CT-like target of the MRI-like source gets CTNormalization (prepare-target; the reverse direction:
+    # test_reverse_direction.py)
+    target_plans = json.loads((out / "nnUNet_preprocessed/Dataset702_DFGSynthTarget/nnUNetPlansCPU.json").read_text())
+    assert json.loads(plans.read_text())["configurations"]["2d"]["normalization_schemes"] == ["ZScoreNormalization"]
+    assert target_plans["configurations"]["2d"]["normalization_schemes"] == ["CTNormalization"]
     source = out / "nnUNet_results" / "Dataset701_DFGSynthSource" / "nnUNetTrainerDFG_Source_test__nnUNetPlansCPU__2d"
     assert "seed 3 (nnUNet_dfg_seed)" in next((source / "fold_0").glob("training_log_*.txt")).read_text()
     again = run(args, nnunet_env(tmp_path), timeout=300)  # resumes: nothing to do

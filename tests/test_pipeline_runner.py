@@ -103,3 +103,29 @@ def test_no_source_in_domain_row_when_the_source_trains_on_all_cases(tmp_path):
     cfg = PipelineConfig(source_id=701, target_id=702, source_fold="all")
     names = [s.name for s in DFGPipeline(cfg, Runner(tmp_path / "work", {}), tmp_path, tmp_path).steps()]
     assert "evaluate_source_in_domain" not in names and "cpu_plans" not in names
+
+
+@pytest.mark.parametrize("subcommand, flags, sdg, finetuned", [
+    ("pipeline", [], True, True), ("pipeline", ["--no-sdg"], False, True),
+    ("pipeline", ["--no-sdg-finetuned"], True, False), ("demo", [], True, False),
+    ("demo", ["--no-sdg"], False, False), ("demo", ["--sdg-finetuned"], True, True)])
+def test_pipeline_and_demo_flags_skip_the_sdg_rows(tmp_path, monkeypatch, subcommand, flags, sdg, finetuned):
+    """SDG is not source-free (finetune-sam trains on the source labels): --no-sdg drops its steps and rows; the
+    demo leaves the fine-tuned decoder out unless asked (its time budget)."""
+    from nnunet_dfg import cli
+    from nnunet_dfg.pipeline import command
+    from nnunet_dfg.pipeline.dfg import DFGPipeline
+
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    configs = []
+    monkeypatch.setattr(command, "_run", lambda cfg, *a, **k: configs.append(cfg))
+    where = ["-s", "701", "-t", "702", "-o", str(tmp_path / "w")] if subcommand == "pipeline" else ["-o", str(tmp_path)]
+    assert cli.main([subcommand, *where, *flags]) == 0
+    assert len(configs) == 1
+    (tmp_path / "Dataset701_S").mkdir()  # the source's results folder, as after source training
+    for cfg in configs:
+        assert (cfg.sdg, cfg.sdg_finetuned) == (sdg, finetuned)
+        names = [s.name for s in DFGPipeline(cfg, Runner(tmp_path / "work", {}), tmp_path, tmp_path).steps()]
+        assert ("finetune_sam" in names) == (sdg and finetuned)
+        assert ("predict_sdg" in names) == sdg

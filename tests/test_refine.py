@@ -121,6 +121,12 @@ def test_features_agree_with_nnunet_softmax(tiny):
     assert np.array_equal(ref.argmax(0).numpy(), pred.probs.argmax(0))
     image = sitk.ReadImage(str(files[0]))
     assert fp.to_original_grid(pred.probs.argmax(0), pred.properties).shape == image.GetSize()[::-1]
+    # SAM's raw input: the same grid, the intensities before normalisation (z-score: an affine map of them)
+    raw = fp.raw_image(files)
+    assert raw.shape == pred.image.shape and raw.dtype == np.float32
+    slope, offset = np.polyfit(raw.ravel().astype(np.float64), pred.image.ravel().astype(np.float64), 1)
+    assert slope > 0 and np.abs(slope * raw + offset - pred.image).max() < 1e-3 * np.ptp(pred.image)
+    assert abs(float(raw.max()) - float(sitk.GetArrayFromImage(image).max())) < 0.05 * np.ptp(raw)
 
 
 # ---------------------------------------------------------------- the command

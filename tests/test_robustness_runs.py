@@ -171,8 +171,8 @@ def test_one_empty_case_among_others_is_kept(tiny, monkeypatch):
 
     predict = FeaturePredictor.predict_case
 
-    def blank_case_0001(self, files, with_features=True):
-        pred = predict(self, files, with_features)
+    def blank_case_0001(self, files, with_features=True, **kw):
+        pred = predict(self, files, with_features, **kw)
         if Path(files[0]).name.startswith("case_0001"):
             pred.probs[:] = 0.0
             pred.probs[0] = 1.0

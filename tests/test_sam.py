@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from nnunet_dfg.sam import Embedding, Segmenter, load_segmenter
-from nnunet_dfg.sam.transforms import SAM_PREPROCESS
+from nnunet_dfg.sam.transforms import SAM_PREPROCESS, boxes_to_frame, validate_boxes
 
 TEMPLATES = Path("/usr/share/mricron/templates")
 T1_PATH, AAL_PATH = TEMPLATES / "ch2.nii.gz", TEMPLATES / "aal.nii.gz"
@@ -223,3 +223,26 @@ def test_registry_checkpoint_random_vit_b(tmp_path_factory):
     assert geom.keep_aspect and geom.frame == 1024
     logits = sam.segment_logits(dataclasses.replace(emb, model_name="sam_vit_b"), [[0, 0, 47, 63]])
     assert logits.shape == (1, 64, 48) and logits.dtype == np.float32
+
+
+def test_split_decoder_agrees_with_stock_decoder(segmenter, embedding, colin):
+    """The per-slice/per-box split (split_decoder.py) is SAM's decoder up to float rounding, in both runtimes."""
+    boxes = np.stack([tight_box(np.isin(colin[1], CEREBELLUM), m) for m in (0, 8)])
+    framed = torch.as_tensor(boxes_to_frame(validate_boxes(boxes, embedding.image_size), embedding.geometry),
+                             dtype=torch.float32)
+    torch_seg = Segmenter(segmenter.parts, device="cpu", runtime="torch")
+    with torch.inference_mode():
+        stock = torch_seg._box_decoder(embedding.tensor, framed)
+        split = torch_seg._decode(embedding.tensor, framed.numpy())
+    assert stock.shape == split.shape
+    assert (stock - split).abs().max() < 1e-3 * max(1.0, float(stock.abs().max()))
+
+
+def test_openvino_encoder_agrees_with_onnx_runtime(segmenter, embedding, colin):
+    """runtime 'openvino' (optional package, in the test extras): the encoder under OpenVINO in float32, same
+    embedding to rounding."""
+    seg = Segmenter(segmenter.parts, runtime="openvino")
+    emb = seg.embed(colin[0])
+    assert torch.allclose(emb.tensor, embedding.tensor, atol=1e-4)
+    boxes = np.array([tight_box(np.isin(colin[1], CEREBELLUM), 5)])
+    assert dice(seg.segment(emb, boxes)[0], segmenter.segment(embedding, boxes)[0]) > 0.999

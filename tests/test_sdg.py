@@ -18,8 +18,9 @@ from conftest import tiny_copy
 from _tiny_model import ThresholdSegmenter, TinyModel
 from nnunet_dfg.errors import UserError
 from nnunet_dfg.prompt_search import SDGConfig
-from nnunet_dfg.sdg import (FinetuneOptions, PredictOptions, dice_bce_loss, finetune_sam, foreground_slices,
-                            jitter_box, sdg_predict, slice_prompts)
+from nnunet_dfg.sdg import (FinetuneOptions, PredictOptions, TrainingSlice, dice_bce_loss, finetune_sam,
+                            foreground_slices, jitter_box, resolve_tile, sdg_predict, slice_prompts, tile_groups,
+                            training_prompts)
 from nnunet_dfg.volume import refine_volume
 from nnunet_dfg.sdg.slices import epoch_order
 
@@ -54,6 +55,47 @@ def test_slice_prompts_and_foreground_slices():
     order = epoch_order(5, 3, np.random.default_rng(0))
     assert len(order) == 3 and len(set(order.tolist())) == 3
     assert sorted(epoch_order(5, 99, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_training_prompts_are_the_refined_boxes_with_ground_truth_targets():
+    """The fine-tuning data builder: the SDG box of every class the model finds (threshold + largest component),
+    jittered outward 0..9 px per side by the seeded generator; target = that class's ground truth, empty for a
+    class the model finds but the labels lack; a labelled class the model misses gets no prompt (no box at
+    inference either)."""
+    probs = np.full((4, 40, 40), 0.01, np.float32)
+    probs[1, 10:20, 5:15] = 0.9     # class 1: found, and labelled (shifted a little)
+    probs[1, 30:32, 30:32] = 0.9    # a smaller confident island: not the largest component, not boxed
+    probs[2, 25:35, 20:30] = 0.8    # class 2: found, not labelled -> empty target
+    probs[3, 2:6, 2:6] = 0.6        # class 3: below the 0.75 threshold -> no box although labelled
+    label = np.zeros((40, 40), np.int16)
+    label[11:21, 6:16] = 1
+    label[2:6, 2:6] = 3
+    classes, boxes, targets = training_prompts(probs, label, np.random.default_rng(0), max_shift=0)
+    assert classes == [1, 2] and boxes.tolist() == [[5, 10, 14, 19], [20, 25, 29, 34]]
+    assert np.array_equal(targets[0], label == 1) and not targets[1].any() and targets.shape == (2, 40, 40)
+    jittered = [training_prompts(probs, label, np.random.default_rng(seed))[1] for seed in range(200)]
+    grow = np.concatenate([np.concatenate([boxes[:, :2] - j[:, :2], j[:, 2:] - boxes[:, 2:]], 1) for j in jittered])
+    assert grow.min() == 0 and grow.max() == 9  # 0..9 px outward per side, as the reference's randint(0, 10)
+    again = training_prompts(probs, label, np.random.default_rng(7))
+    assert np.array_equal(again[1], training_prompts(probs, label, np.random.default_rng(7))[1])  # seeded
+    empty = training_prompts(np.zeros((4, 40, 40), np.float32), label, np.random.default_rng(0))
+    assert empty[0] == [] and empty[1].shape == (0, 4) and empty[2].shape == (0, 40, 40)
+
+
+def test_tile_groups_follow_cases_like_inference_canvases():
+    def item(key, size=8):
+        return TrainingSlice(np.zeros((size, size), np.float32), np.zeros((size, size), np.int16), key)
+    pool = [item(f"a/{z}") for z in range(6)] + [item("b/0"), item("b/1", 9), item("c/3")]
+    assert tile_groups(pool, 2) == [[0, 1, 2, 3], [4, 5], [6], [7], [8]]
+    assert tile_groups(pool, 1) == [[i] for i in range(9)]
+
+
+def test_tile_auto_follows_the_segmenter_input_size(tmp_path):
+    assert resolve_tile("auto", "litemedsam") == 1  # 256 px input: 2x2 would leave 128 px per slice
+    assert resolve_tile("auto", "vit_b:/models/medsam_vit_b.pth") == 2  # 1024 px SAM/MedSAM: SDG's 2x2 merging
+    assert resolve_tile("2", "litemedsam") == 2 and resolve_tile(1, "vit_b:/m.pth") == 1
+    with pytest.raises(UserError, match="--tile must be 1, 2 or auto"):
+        resolve_tile("3", "litemedsam")
 
 
 def test_dice_bce_loss_is_low_for_confident_correct_logits():
@@ -118,7 +160,7 @@ def test_finetune_changes_only_the_mask_decoder_and_loads_as_sam(source, tmp_pat
     base_logits = seg.segment_logits(embedding, box)
     ckpt = tmp_path / "ft.pth"
     opts = FinetuneOptions(dataset="701", output=ckpt, configuration="none", epochs=4, slices_per_epoch=2,
-                           max_slices=2, seed=0, progress=False)
+                           max_slices=2, seed=0, progress=False, boxes="gt")
     meta = finetune_sam(opts, segmenter=seg)
     print(f"\nfine-tuning loss per epoch: {np.round(meta['loss_per_epoch'], 3).tolist()}")
     assert meta["n_slices"] == 2 and meta["n_slices_available"] > 10 and seg.n_encoder_calls == 1 + 2
@@ -138,13 +180,20 @@ def test_finetune_changes_only_the_mask_decoder_and_loads_as_sam(source, tmp_pat
     # the encoder is the base's, so the base embedding is valid for the fine-tuned decoder
     ft_logits = ft.segment_logits(dataclasses.replace(embedding, model_name=ft.name), box)
     assert np.abs(ft_logits - base_logits).max() > 0.1
+    assert resolve_tile("auto", str(ckpt)) == 1  # a fine-tuned checkpoint's tiling follows its LiteMedSAM base
 
     with pytest.raises(UserError, match="already exists"):
         finetune_sam(opts, segmenter=seg)
     with pytest.raises(UserError, match="already fine-tuned"):
         finetune_sam(FinetuneOptions(dataset="701", output=tmp_path / "x.pth", sam=str(ckpt)))
     with pytest.raises(UserError, match="no plans"):
-        finetune_sam(FinetuneOptions(dataset="701", output=tmp_path / "x.pth"), segmenter=seg)
+        finetune_sam(FinetuneOptions(dataset="701", output=tmp_path / "x.pth", boxes="gt"), segmenter=seg)
+    with pytest.raises(UserError, match="-c none has no source model"):
+        finetune_sam(FinetuneOptions(dataset="701", output=tmp_path / "x.pth", configuration="none"), segmenter=seg)
+    for bad, message in ((dict(boxes="pred"), "--boxes must be refined or gt"), (dict(tile="4"), "--tile must be"),
+                         (dict(threshold=1.5), "--threshold")):
+        with pytest.raises(UserError, match=message):
+            finetune_sam(FinetuneOptions(dataset="701", output=tmp_path / "x.pth", **bad), segmenter=seg)
     assert not (tmp_path / "x.pth").exists()
 
 
@@ -178,24 +227,40 @@ def test_sdg_predict_writes_labels_like_nnunet_and_resumes(tiny, tmp_path):
         assert set(np.unique(sitk.GetArrayFromImage(label))) <= {0, 1, 2, 3, 4}
     again = sdg_predict(_predict(tiny, out), ThresholdSegmenter())
     assert again["cases_done"] == [] and again["cases_skipped"] == 3
-    assert json.loads((out / "sdg_predict.json").read_text())["tile"] == 2
+    assert json.loads((out / "sdg_predict.json").read_text())["tile"] == 1  # auto: LiteMedSAM is not tiled
     with pytest.raises(UserError, match="other settings"):
-        sdg_predict(_predict(tiny, out, tile=1), ThresholdSegmenter())
-    with pytest.raises(UserError, match="--tile must be 1 or 2"):
+        sdg_predict(_predict(tiny, out, tile=2), ThresholdSegmenter())
+    with pytest.raises(UserError, match="--tile must be 1, 2 or auto"):
         sdg_predict(_predict(tiny, tmp_path / "p2", tile=3), ThresholdSegmenter())
     with pytest.raises(UserError, match="checkpoint not found"):
         sdg_predict(_predict(tiny, tmp_path / "p3", fold="4"), ThresholdSegmenter())
     assert not (tmp_path / "p2").exists() and not (tmp_path / "p3").exists()
 
 
-def test_finetune_on_preprocessed_source_then_sdg_predict_with_it(tiny, tmp_path):
-    """The whole SDG chain with real models: fine-tune through nnU-Net's 2d preprocessing, then predict one case
-    with the fine-tuned LiteMedSAM, 2x2 tiled (12 slices -> at most 3 encoder passes)."""
+def test_finetune_on_refined_boxes_untiled(tiny, tmp_path):
+    """The default: the source model's SDG boxes on its own training slices (its 2d preprocessing), tile auto = 1
+    for LiteMedSAM, one encoder pass per slice."""
+    from nnunet_dfg.sam import load_segmenter
+    seg = load_segmenter("litemedsam")
+    meta = finetune_sam(FinetuneOptions(dataset="701", output=tmp_path / "ft.pth", model=tiny.model_dir, fold="all",
+                                        disable_tta=True, epochs=2, slices_per_epoch=2, max_slices=2,
+                                        progress=False), segmenter=seg)
+    assert meta["boxes"] == "refined" and meta["tile"] == 1 and meta["threshold"] == 0.75
+    assert meta["n_slices"] == meta["n_canvases"] == 2 and meta["n_slices_available"] >= 2
+    assert seg.n_encoder_calls == 2 and len(meta["loss_per_epoch"]) == 2
+    assert meta["model"].startswith("$nnUNet_results/") and not meta["mirroring"]
+
+
+def test_finetune_tiled_on_refined_boxes_then_sdg_predict_with_it(tiny, tmp_path):
+    """The whole SDG chain with real models: fine-tune on 2x2 canvases of the source model's refined boxes (one
+    step: four slices of a case, one encoder pass), then predict one case with the fine-tuned LiteMedSAM, 2x2
+    tiled as trained (12 slices -> at most 3 encoder passes)."""
     ckpt = tmp_path / "sdg_decoder.pth"
-    meta = finetune_sam(FinetuneOptions(dataset="701", output=ckpt, epochs=1, slices_per_epoch=1, max_slices=1,
-                                        progress=False))
-    assert meta["configuration"] == "2d" and meta["n_slices"] == 1
-    summary = sdg_predict(_predict(tiny, tmp_path / "pred", sam=str(ckpt), num_parts=3, part_id=0))
+    meta = finetune_sam(FinetuneOptions(dataset="701", output=ckpt, model=tiny.model_dir, fold="all",
+                                        disable_tta=True, epochs=1, slices_per_epoch=4, tile="2", progress=False))
+    assert meta["configuration"] == "2d" and meta["tile"] == 2 and meta["encoder_calls"] == 1
+    assert meta["n_slices"] / 4 <= meta["n_canvases"] < meta["n_slices"]
+    summary = sdg_predict(_predict(tiny, tmp_path / "pred", sam=str(ckpt), num_parts=3, part_id=0, tile=2))
     assert summary["cases_done"] == ["case_0000"] and 1 <= summary["encoder_calls"] <= 3
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred" / "case_0000.nii.gz")))
     print(f"\nfine-tuned SDG, case_0000: encoder passes {summary['encoder_calls']}, "
@@ -230,3 +295,30 @@ def test_sdg_predict_refuses_a_nan_image_before_writing(tiny, tmp_path):
     with pytest.raises(UserError, match="case_0001: image contains NaN"):
         sdg_predict(_predict(tiny, tmp_path / "pred", images=images), ThresholdSegmenter())
     assert not (tmp_path / "pred").exists()
+
+
+def test_pipeline_fine_tunes_on_refined_boxes_with_sdg_predicts_tiling(tmp_path):
+    from nnunet_dfg.pipeline.dfg import DFGPipeline, PipelineConfig
+    from nnunet_dfg.pipeline.runner import Runner
+
+    pipeline = DFGPipeline(PipelineConfig(source_id=701, target_id=702, source_fold="all"),
+                           Runner(tmp_path / "work", {}), tmp_path / "raw", tmp_path / "res")
+    steps = {s.name: s for s in pipeline.sdg_steps()}  # built before the source model exists
+    (tmp_path / "res" / "Dataset701_Src").mkdir(parents=True)
+    (tmp_path / "raw" / "Dataset702_Tgt").mkdir(parents=True)
+    finetune, predict = steps["finetune_sam"].command(), steps["predict_sdg_finetuned"].command()
+    for cmd in (finetune, predict):
+        assert cmd[cmd.index("--tile") + 1] == "auto" and cmd[cmd.index("-f") + 1] == "all"
+        assert cmd[cmd.index("-m") + 1] == str(pipeline.model(701, "Source")) and "--disable-tta" in cmd
+    assert finetune[finetune.index("--boxes") + 1] == "refined"
+
+
+def test_bad_sdg_options_are_one_error_line(tmp_path):
+    from cli_env import assert_one_error_line, cli
+    assert_one_error_line(cli(["finetune-sam", "-d", "701", "-o", str(tmp_path / "ft.pth"), "--boxes", "pred"],
+                              tmp_path), "--boxes must be refined or gt, got pred")
+    assert_one_error_line(cli(["finetune-sam", "-d", "701", "-o", str(tmp_path / "ft.pth"), "--tile", "3"],
+                              tmp_path), "--tile must be 1, 2 or auto, got 3")
+    assert_one_error_line(cli(["sdg-predict", "-i", str(tmp_path), "-o", str(tmp_path / "out"), "-d", "701",
+                               "--tile", "x"], tmp_path), "--tile must be 1, 2 or auto, got x")
+    assert not (tmp_path / "ft.pth").exists() and not (tmp_path / "out").exists()

@@ -62,9 +62,15 @@ def test_prepare_target_uses_source_plans(chain):
     data_folder = plans["configurations"][chain["config"]]["data_identifier"]
     source_plans = json.loads((chain["source_ckpt"].parent.parent / "plans.json").read_text())
     assert plans["dataset_name"] == "Dataset702_DFGSynthTarget"
-    assert plans["configurations"] == source_plans["configurations"]
-    assert plans["foreground_intensity_properties_per_channel"] == \
-        source_plans["foreground_intensity_properties_per_channel"]
+    # the CT target of the MRI source: CTNormalization with its own body-voxel statistics, the rest the source's
+    config = chain["config"]
+    assert source_plans["configurations"][config]["normalization_schemes"] == ["ZScoreNormalization"]
+    assert plans["configurations"][config]["normalization_schemes"] == ["CTNormalization"]
+    strip = lambda cfgs: {k: {**v, "normalization_schemes": None} for k, v in cfgs.items()}  # noqa: E731
+    assert strip(plans["configurations"]) == strip(source_plans["configurations"])
+    props = plans["foreground_intensity_properties_per_channel"]["0"]
+    assert -500.0 < props["percentile_00_5"] < props["mean"] < props["percentile_99_5"] and props["std"] > 0
+    assert props != source_plans["foreground_intensity_properties_per_channel"]["0"]
     assert sorted(p.name for p in (pre / data_folder).glob("*.pkl")) == \
         ["case_0000.pkl", "case_0001.pkl", "case_0002.pkl"]
 

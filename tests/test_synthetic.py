@@ -170,3 +170,22 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         synthetic.write_benchmark(str(tmp_path), **TINY)
     assert os.listdir(tmp_path) == []
+
+
+def test_reverse_direction_ct_source_mri_like_target(written, tmp_path):
+    res = write_benchmark(str(tmp_path), direction="ct2mr", **TINY)
+    for d, channel in ((res["source_dir"], "CT"), (res["target_dir"], "MRI")):
+        with open(os.path.join(d, "dataset.json")) as f:
+            js = json.load(f)
+        assert js["channel_names"] == {"0": channel} and "direction=ct2mr" in js["description"]
+    src = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(res["source_dir"], "imagesTr", "case_0000_0000.nii.gz")))
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(res["source_dir"], "labelsTr", "case_0000.nii.gz")))
+    tgt = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(res["target_dir"], "imagesTr", "case_0000_0000.nii.gz")))
+    assert np.percentile(src, 1) < -900 and _contrast(src, lab, 4) > 1.0  # CT: HU, liver bright on dark fat
+    assert np.percentile(tgt, 1) > -500  # MRI-like blend: no CT air
+    # the same anatomy as the default direction (same seed), only the appearance differs
+    default = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(written[1][0]["source_dir"], "labelsTr",
+                                                                 "case_0000.nii.gz")))
+    np.testing.assert_array_equal(lab, default)
+    with pytest.raises(ValueError, match="direction"):
+        write_benchmark(str(tmp_path / "x"), direction="pet2ct", **TINY)

@@ -105,3 +105,23 @@ def test_tiled_litemedsam_agrees_with_untiled_at_a_quarter_of_the_encoder_passes
     assert len(agree) >= 6
     assert np.median(agree) > 0.85 and np.mean(agree) > 0.75
     assert np.mean(gt_tiled) > np.mean(gt_untiled) - 0.15
+
+
+def test_fine_tuning_canvases_decode_as_inference_does(slices):
+    """finetune-sam --tile 2 trains on what sdg-predict --tile 2 decodes: the same canvas, boxes shifted into the
+    same tiles, logits cropped back to the same slices (one encoder pass each)."""
+    import torch
+
+    from nnunet_dfg.sam import load_segmenter
+    from nnunet_dfg.sam.box_decoder import BoxDecoder
+    from nnunet_dfg.sdg.finetune import EmbeddingCache, canvas_logits
+    images, boxes, _ = slices
+    seg = load_segmenter("litemedsam", runtime="torch")
+    inference = segment_tiled(seg, images, boxes, 2, logits=True)
+    embedding, geometry, layout = EmbeddingCache(seg).get(0, images, 2)
+    decoder = BoxDecoder(seg.parts.prompt_encoder, seg.parts.mask_decoder).eval()
+    with torch.no_grad():
+        training = canvas_logits(decoder, embedding, geometry, layout, boxes)
+    assert seg.n_encoder_calls == 2 and len(training) == len(inference) == 4
+    for t, i in zip(training, inference):
+        assert t.shape == i.shape and np.abs(t.numpy() - i).max() < 1e-3

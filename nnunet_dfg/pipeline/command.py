@@ -5,6 +5,7 @@ import os
 import time
 from pathlib import Path
 
+from ..command_base import add_sam_intensity_arguments, check_sam_intensity
 from ..cpu_plans import CPU_PLANS
 from ..errors import UserError
 from ..nnunet_io import dataset_folder, env_folder, read_json, write_json_atomic
@@ -15,11 +16,10 @@ from .runner import Runner, Step, nnunet_environment
 from .stage_table import format_stage_table, stage_table
 
 
-# The reference's pixel counts (200 confident pixels, masks > 50 px) are for 256 px abdominal slices; the demo's
-# slices are 64 px, where a kidney has ~100 pixels, so the two size thresholds shrink with the organs. The growth
-# bound (a project option, off in the reference) keeps the CPU-trained models' leaking boxes out of the
-# pseudo-labels: benchmarks/ANALYSIS.md.
-DEMO_SEARCH_CONFIG = '{"presence_min_pixels": 40, "stage1_min_mask": 15, "max_growth": 2.0}'
+# The search scales the reference's pixel constants (given for 256 px slices) to the demo's 64 px slices itself
+# (DFGConfig.for_slice). The growth bound (a ratio, a project option off in the reference) keeps the CPU-trained
+# models' leaking boxes out of the pseudo-labels: benchmarks/ANALYSIS.md.
+DEMO_SEARCH_CONFIG = '{"max_growth": 2.0}'
 
 
 def _run(cfg: PipelineConfig, work: Path, env: dict, extra_first: list[Step] = ()) -> dict:
@@ -63,16 +63,23 @@ def run_pipeline(args) -> None:
         env[name] = str(env_folder(name))
     env.setdefault("nnUNet_n_proc_DA", "0")
     seed = _seed(args.seed)
+    check_sam_intensity(args.sam_intensity, args.sam_window)
     _check_plans(args.p, Path(env["nnUNet_preprocessed"]), args.s)
     cfg = PipelineConfig(source_id=args.s, target_id=args.t, configuration=args.c, variant=args.variant,
                          device=args.device, sam=args.sam, source_fold=args.source_fold, plans=args.p, seed=seed,
                          target_labels_tr=args.target_labels_tr, target_labels_ts=args.target_labels_ts,
-                         oracle=not args.no_oracle, search_config=args.search_config)
+                         oracle=not args.no_oracle, search_config=args.search_config,
+                         sam_intensity=args.sam_intensity, sam_window=args.sam_window,
+                         sdg=not args.no_sdg, sdg_finetuned=not args.no_sdg_finetuned)
     _run(cfg, Path(args.o), env)
 
 
 def run_demo(args) -> None:
     seed = _seed(args.seed)
+    check_sam_intensity(args.sam_intensity, args.sam_window)
+    from ..synthetic import DIRECTIONS
+    if args.direction not in DIRECTIONS:
+        raise UserError(f"--direction must be one of {', '.join(DIRECTIONS)}, got {args.direction!r}")
     _check_plans(args.p, None, 701)
     root = Path(args.o).resolve()
     env = nnunet_environment(root)
@@ -82,12 +89,15 @@ def run_demo(args) -> None:
     def synthetic():
         from ..synthetic import write_benchmark
         write_benchmark(str(raw), source_id=701, target_id=702, n_source=args.n_source, n_target=args.n_target,
-                        n_target_test=args.n_test, severity=args.severity, seed=seed, shape=tuple(args.shape))
+                        n_target_test=args.n_test, severity=args.severity, seed=seed, shape=tuple(args.shape),
+                        direction=args.direction)
 
     cfg = PipelineConfig(source_id=701, target_id=702, configuration=args.c, variant=args.variant,
                          oracle_variant=args.oracle_variant, finetune_epochs=2, finetune_max_slices=40, device=args.device,
                          sam=args.sam, target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
-                         search_config=args.search_config, plans=args.p, seed=seed)
+                         search_config=args.search_config, plans=args.p, seed=seed,
+                         sam_intensity=args.sam_intensity, sam_window=args.sam_window,
+                         sdg=not args.no_sdg, sdg_finetuned=args.sdg_finetuned)
     _run(cfg, root / "work", env, [Step("synthetic", action=synthetic)])
 
 
@@ -101,11 +111,18 @@ def add_pipeline_parsers(sub) -> None:
     p.add_argument("--source-fold", default="0")
     p.add_argument("--target-labels-tr", type=Path, help="labels of the target images (evaluation/oracle only)")
     p.add_argument("--target-labels-ts", type=Path, help="labels of the target test images (evaluation only)")
-    p.add_argument("--no-oracle", action="store_true")
+    p.add_argument("--no-oracle", action="store_true", help="skip the oracle (target-supervised) reference row")
+    p.add_argument("--no-sdg", action="store_true",
+                   help="skip the SDG rows (sdg, sdg_finetuned): SDG is not source-free, finetune-sam trains on "
+                        "the source labels")
+    p.add_argument("--no-sdg-finetuned", action="store_true",
+                   help="keep the sdg row, skip finetune-sam (the only step after source training that trains "
+                        "on source data) and the sdg_finetuned row")
     p.add_argument("--sam", default="litemedsam")
     p.add_argument("--search-config", help="JSON overrides of the DFG search constants (refine --search-config)")
     p.add_argument("-p", default="nnUNetPlans",
                    help=f"plans identifier (default nnU-Net's; {CPU_PLANS}: a narrower network for CPU runs)")
+    add_sam_intensity_arguments(p)
     p.add_argument("--seed", default=str(DEFAULT_SEED), help="seed of every training run (nnUNet_dfg_seed)")
     p.add_argument("-device", dest="device", default="cpu")
     p.set_defaults(func=run_pipeline)
@@ -123,11 +140,19 @@ def add_pipeline_parsers(sub) -> None:
     p.add_argument("--n-target", type=int, default=4, help="unlabelled target images (adaptation)")
     p.add_argument("--n-test", type=int, default=8, help="held-out target test images")
     p.add_argument("--shape", type=int, nargs=3, default=[12, 64, 64], metavar=("Z", "Y", "X"))
+    p.add_argument("--direction", default="mr2ct",
+                   help="mr2ct (default: MRI-like source, CT-like target) or ct2mr (CT-like source, MRI-like target)")
+    add_sam_intensity_arguments(p)
     p.add_argument("--sam", default="litemedsam")
     p.add_argument("--variant", default="_demo",
                    help="trainer-name suffix (default _demo: converged schedules for nnUNetPlansCPU; _test: plumbing)")
     p.add_argument("--oracle-variant", default="_demoFinetune", help="the oracle trainer's suffix")
+    p.add_argument("--no-sdg", action="store_true", help="skip the SDG rows (sdg, sdg_finetuned)")
+    p.add_argument("--sdg-finetuned", action="store_true",
+                   help="also fine-tune SAM's mask decoder on the source (finetune-sam) and add the sdg_finetuned row "
+                        "(about 4 more minutes; off by default to keep the demo within 20 minutes on 2 cores)")
     p.add_argument("--search-config", default=DEMO_SEARCH_CONFIG,
-                   help="JSON overrides of the DFG search constants (default: pixel-count thresholds for 64 px slices)")
+                   help="JSON overrides of the DFG search constants (default: the growth bound 2x; pixel "
+                        "constants are scaled to the slice size by the search itself)")
     p.add_argument("-device", dest="device", default="cpu")
     p.set_defaults(func=run_demo)

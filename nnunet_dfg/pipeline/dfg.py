@@ -38,9 +38,11 @@ class PipelineConfig:
     oracle: bool = True
     disable_tta: bool = True
     search_config: Optional[str] = None  # JSON overrides of the search configs (refine --search-config)
+    sam_intensity: str = "auto"  # refine/sdg-predict --sam-intensity: ct, mr or auto (the target's dataset.json)
+    sam_window: Optional[str] = None  # refine/sdg-predict --sam-window LOW,HIGH (HU; default -125,275)
     sdg: bool = True  # also the SDG rows: source model boxes -> SAM, and with a decoder fine-tuned on the source
     sdg_finetuned: bool = True  # with sdg: also the row with the mask decoder fine-tuned on the source
-    sdg_tile: int = 1  # 2: 2x2 slices per encoder pass (costs accuracy with LiteMedSAM's 256 px input)
+    sdg_tile: str = "auto"  # sdg-predict and finetune-sam --tile: auto = 1 for LiteMedSAM (256 px), 2 for SAM/MedSAM
     finetune_epochs: int = 3
     finetune_max_slices: int = 60  # source slices whose embeddings the decoder fine-tuning uses
     predict_workers: int = 1  # nnUNetv2_predict -npp/-nps; 0 predicts in one process (no worker start-up costs)
@@ -126,7 +128,7 @@ class DFGPipeline:
             "nnunet_dfg", "refine", "-d", str(c.target_id), "-c", c.configuration, "-f", "all", "-tr",
             c.trainer("FA"), "-p", c.plans, "--prompt", ",".join(PSEUDO_PROMPTS), "--sam", c.sam, "-device",
             c.device, "--no-progress"] + (["--disable-tta"] if c.disable_tta else [])
-            + (["--search-config", c.search_config] if c.search_config else [])))
+            + (["--search-config", c.search_config] if c.search_config else []) + self.sam_intensity_args))
         steps += [
             Step("prepare_self_training", lambda: ["nnunet_dfg", "prepare-target", "-d", str(c.pseudo_id("dfg")),
                                                    "-m", str(self.model(c.target_id, "FA")), "-c", c.configuration,
@@ -167,6 +169,12 @@ class DFGPipeline:
                 steps.append(self.evaluate(stage, folder, c.target_labels_tr))
         return steps
 
+    @property
+    def sam_intensity_args(self) -> list[str]:
+        """What SAM is fed in refine and sdg-predict (the target's images, so the target's modality)."""
+        c = self.cfg
+        return ["--sam-intensity", c.sam_intensity] + (["--sam-window", c.sam_window] if c.sam_window else [])
+
     def sdg_steps(self) -> list[Step]:
         """SDG, no adaptation: the source model's refined boxes prompt SAM on the target test images, first with
         the segmenter as shipped, then with its mask decoder fine-tuned on the source (SDG trains on the source)."""
@@ -177,14 +185,19 @@ class DFGPipeline:
             return Step(f"predict_{stage}", lambda: [
                 "nnunet_dfg", "sdg-predict", "-i", str(self.test_images), "-o", str(self.predictions / stage), "-m",
                 str(self.model(c.source_id, "Source")), "-f", c.source_fold, "--sam", sam, "--tile", str(c.sdg_tile),
-                "-device", c.device, "--no-progress"] + (["--disable-tta"] if c.disable_tta else []))
+                "-device", c.device, "--no-progress"] + (["--disable-tta"] if c.disable_tta else [])
+                + self.sam_intensity_args)
         if not c.sdg_finetuned:
             return [predict("sdg", c.sam)]
         return [
             predict("sdg", c.sam),
-            Step("finetune_sam", ["nnunet_dfg", "finetune-sam", "-d", str(c.source_id), "-o", str(checkpoint), "-c",
-                                  c.configuration, "-p", c.plans, "--sam", c.sam, "--epochs", str(c.finetune_epochs),
-                                  "--max-slices", str(c.finetune_max_slices), "-device", c.device, "--no-progress"]),
+            # the source model's refined boxes on its training slices, on the canvases sdg-predict uses
+            Step("finetune_sam", lambda: [
+                "nnunet_dfg", "finetune-sam", "-d", str(c.source_id), "-o", str(checkpoint), "-c", c.configuration,
+                "-p", c.plans, "--boxes", "refined", "-m", str(self.model(c.source_id, "Source")), "-f",
+                c.source_fold, "--tile", str(c.sdg_tile), "--sam", c.sam, "--epochs", str(c.finetune_epochs),
+                "--max-slices", str(c.finetune_max_slices), "-device", c.device, "--no-progress"]
+                + (["--disable-tta"] if c.disable_tta else [])),
             predict("sdg_finetuned", str(checkpoint)),
         ]
 

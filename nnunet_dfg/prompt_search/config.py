@@ -2,10 +2,13 @@
 
 Defaults are the reference values of the published code (xmed-lab/DFG ``target_adapt_SAM_trainer.py`` and the SDG
 paper); every deliberate deviation is documented where it is implemented, not by changing a default here.
+The DFG pixel constants are those of the reference's 256 x 256 slices; the search scales them to each slice
+(``DFGConfig.for_slice``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
@@ -15,30 +18,47 @@ def _reference_max_steps() -> Mapping[int, int]:
     return MappingProxyType({1: 25, 2: 20, 3: 20, 4: 35})
 
 
+# pixel counts scale with the slice area, distances with its side (the neighbour radius separately: for_slice)
+AREA_FIELDS = ("presence_min_pixels", "stage1_min_mask", "stage1_tol_two_step", "stage1_tol_one_step",
+               "stage2_tol_three_step", "stage2_tol_two_step", "stage2_tol_one_step")
+DISTANCE_FIELDS = ("box_margin", "stage3_inflate_px")
+
+
+def scale_distance(px: int, side: float) -> int:
+    """A distance of ``px`` reference pixels on a slice ``side`` x larger, rounded half up, at least 1 when ``px``
+    is (a 0.75 px margin still widens the box; an explicit 0 stays 0)."""
+    return 0 if px <= 0 else max(1, math.floor(px * side + 0.5))
+
+
 @dataclass(frozen=True)
 class DFGConfig:
-    """Dual-feature-guided prompt search constants (METHOD.md, DFG step 3)."""
+    """Dual-feature-guided prompt search constants (METHOD.md, DFG step 3).
+
+    Pixel counts and distances are for ``reference_side`` x ``reference_side`` slices (the reference resized every
+    slice to 256 x 256); the search uses ``for_slice(shape)``, which scales them to the slice. Overrides are given
+    at that side too; ``reference_side=0`` takes them as plain pixels of every slice.
+    """
 
     # presence and seed
     presence_prob: float = 0.8          # a pixel counts as confident when P_c > presence_prob
-    presence_min_pixels: int = 200      # class present when at least this many confident pixels
+    presence_min_pixels: float = 200    # class present when at least this many confident pixels
     seed_tolerance: float = 0.005       # seed = {P_c > max(P_c) - seed_tolerance}
     # neighbour graph and boxes
-    neighbour_radius: int = 4           # offsets with dx^2 + dy^2 < radius^2
+    neighbour_radius: int = 4           # offsets with dx^2 + dy^2 < radius^2 (scaled through radius - 1)
     box_margin: int = 3                 # bbox(region) grown by this many pixels per side, clipped to the slice
     # stage 1: target-model features
     stage1_cos_threshold: float = 0.99  # neighbour joins when cos(F_p, F_q) > threshold
     max_steps: Mapping[int, int] = field(default_factory=_reference_max_steps)
     default_max_steps: int = 25         # classes without an entry in max_steps
-    stage1_min_mask: int = 50           # a stage-1 mask must have more pixels than this to be stable
-    stage1_tol_two_step: int = 35       # changed pixels vs the mask two steps back
-    stage1_tol_one_step: int = 15       # changed pixels vs the previous mask
+    stage1_min_mask: float = 50         # a stage-1 mask must have more pixels than this to be stable
+    stage1_tol_two_step: float = 35     # changed pixels vs the mask two steps back
+    stage1_tol_one_step: float = 15     # changed pixels vs the previous mask
     # stage 2: SAM features
     stage2_factor: float = 2.5          # t = min(factor * avg distance, cap)
     stage2_cap: float = 0.35
-    stage2_tol_three_step: int = 45     # mask vs three steps back -> return the middle mask
-    stage2_tol_two_step: int = 30       # fallbacks once the box stops growing (also used by stage 3)
-    stage2_tol_one_step: int = 15
+    stage2_tol_three_step: float = 45   # mask vs three steps back -> return the middle mask
+    stage2_tol_two_step: float = 30     # fallbacks once the box stops growing (also used by stage 3)
+    stage2_tol_one_step: float = 15
     # stage 3: box inflation
     stage3_inflate_px: int = 2
     stage3_steps: int = 6
@@ -54,6 +74,8 @@ class DFGConfig:
     # project option, off (0): its mirror image, a refined mask smaller than the model's own by more than
     # max_shrink x (a stage-1 seed that never grows gives a tiny box, and a tiny mask is "stable" too)
     max_shrink: float = 0.0
+    # the slice side the pixel constants above are given for; 0 = they are pixels of every slice (not scaled)
+    reference_side: int = 256
 
     def __post_init__(self) -> None:
         # a dict passed by the caller is frozen too (read-only view of a private copy)
@@ -62,6 +84,29 @@ class DFGConfig:
             value = getattr(self, name)
             if not value == 0 and not value >= 1:  # NaN fails both
                 raise ValueError(f"{name} must be 0 (off) or at least 1, got {value}")
+        if not self.reference_side >= 0:
+            raise ValueError(f"reference_side must be 0 (no scaling) or a slice side, got {self.reference_side}")
+
+    def for_slice(self, shape: tuple[int, int]) -> DFGConfig:
+        """The constants in pixels of a (H, W) slice, with ``reference_side=0`` (so applying it twice is harmless).
+
+        ``s = sqrt(H * W) / reference_side``: the reference resized slices to a square, so one of its pixels is
+        (H / reference_side) x (W / reference_side) of ours, of area s^2. Counts are multiplied by s^2 and stay
+        floats: the rules compare integer counts with >=, > and <, so a slice upsampled 2x (4x every count) takes
+        the same decisions, and a tolerance under 1 px means "identical masks". Distances are rounded half up, at
+        least 1 px (``scale_distance``). The neighbour radius is scaled through its reach (largest axis offset,
+        radius - 1 = 3 at 256 px), so that a box grows by s x the reference's 3 px per step (exactly when 3s is
+        whole); a reach of at least 1 keeps the 8-neighbours (radius 2 at 64 px).
+        """
+        if not self.reference_side:
+            return self
+        height, width = shape
+        area = height * width / float(self.reference_side) ** 2
+        side = math.sqrt(height * width) / self.reference_side
+        counts = {name: getattr(self, name) * area for name in AREA_FIELDS}
+        distances = {name: scale_distance(getattr(self, name), side) for name in DISTANCE_FIELDS}
+        radius = scale_distance(self.neighbour_radius - 1, side) + 1
+        return replace(self, **counts, **distances, neighbour_radius=radius, reference_side=0)
 
     def steps_for(self, cls: int) -> int:
         """Per-class step budget of stages 1 and 2 (the reference uses the same table for both)."""

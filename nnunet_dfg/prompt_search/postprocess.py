@@ -37,6 +37,8 @@ def largest_component_per_class(label3d: np.ndarray, classes: Iterable[int], con
     Slice-wise refinement leaves stray islands; organs are single connected bodies. A class absent from the
     volume stays absent: the reference (``connectivity_region_analysis``) took the argmax of the component sizes
     including the zero-sized background entry and so relabelled the WHOLE volume with an absent class.
+    Not nnU-Net's ``remove_all_but_largest_component_from_segmentation``: it labels with full (26-) connectivity
+    and keeps every component tied for largest; the reference labels with faces and keeps one.
     """
     return keep_components_per_class(label3d, classes, lambda sizes: np.arange(len(sizes)) == np.argmax(sizes),
                                      connectivity, background)

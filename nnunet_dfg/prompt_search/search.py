@@ -31,12 +31,14 @@ def refine_slice(image2d: np.ndarray, probs: np.ndarray, feats: np.ndarray, segm
     grid (normalised here). The slice is embedded at most once, and only when a class is present (or reuse
     ``embedding``). Per class: absent -> model prediction; stage 1 without a stable box -> model prediction;
     stage 2/3 without a stable box -> the stage-1 mask. ``lazy=False`` runs the plain search (every box of a
-    stage decoded, no cache); it returns the same masks with more decoder work.
+    stage decoded, no cache); it returns the same masks with more decoder work. The pixel constants of
+    ``config`` are scaled to this slice's size first (``DFGConfig.for_slice``).
     """
     probs = np.asarray(probs)
     n_classes, height, width = probs.shape
     if feats.shape[1:] != (height, width):
         raise ValueError(f"features {feats.shape} are not on the probability grid {(height, width)}")
+    config = config.for_slice((height, width))
     pred = np.argmax(probs, axis=0)
     decoder = BoxDecoder(segmenter, image2d, embedding, lazy=lazy,
                          postprocess=lambda m: largest_component(m, config.fill_mask_holes))

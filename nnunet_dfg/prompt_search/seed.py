@@ -11,7 +11,7 @@ def confident_pixels(prob: np.ndarray, threshold: float = 0.8) -> int:
     return int(np.count_nonzero(np.asarray(prob) > threshold))
 
 
-def is_present(prob: np.ndarray, threshold: float = 0.8, min_pixels: int = 200) -> bool:
+def is_present(prob: np.ndarray, threshold: float = 0.8, min_pixels: float = 200) -> bool:
     """A class is searched only when at least ``min_pixels`` pixels are confident; else the model's own
     prediction is kept (small or unsure organs give boxes SAM cannot anchor)."""
     return confident_pixels(prob, threshold) >= min_pixels

@@ -22,8 +22,8 @@ def back_changes(history: Sequence[np.ndarray], back: int) -> int | None:
     return changed_pixels(history[-1], history[-1 - back])
 
 
-def stage1_rule(area: int, one_step: int | None, two_step: int | None, min_area: int,
-                tol_one: int, tol_two: int) -> str | None:
+def stage1_rule(area: int, one_step: int | None, two_step: int | None, min_area: float,
+                tol_one: float, tol_two: float) -> str | None:
     """Stage-1 test on the newest non-empty mask: big enough and close to the mask two steps back or the previous
     one. Returns the reason (two-step checked first, as in the reference) or None when not stable."""
     if area <= min_area:
@@ -35,7 +35,7 @@ def stage1_rule(area: int, one_step: int | None, two_step: int | None, min_area:
     return None
 
 
-def first_stable(history: Sequence[np.ndarray], back: int, tol: int) -> int | None:
+def first_stable(history: Sequence[np.ndarray], back: int, tol: float) -> int | None:
     """Index of the first mask that differs from the one ``back`` steps earlier by fewer than ``tol`` pixels."""
     for i in range(back, len(history)):
         if changed_pixels(history[i], history[i - back]) < tol:
@@ -43,7 +43,7 @@ def first_stable(history: Sequence[np.ndarray], back: int, tol: int) -> int | No
     return None
 
 
-def stage3_rule(history: Sequence[np.ndarray], tol_two: int, tol_one: int) -> str | None:
+def stage3_rule(history: Sequence[np.ndarray], tol_two: float, tol_one: float) -> str | None:
     """Stage-3 test on the newest mask (history continues stage 2's): two-step or one-step stability."""
     two = back_changes(history, 2)
     if two is not None and two < tol_two:

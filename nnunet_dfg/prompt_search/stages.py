@@ -5,7 +5,8 @@ region, never on SAM's masks, so boxes come from a ``BoxSequence`` and masks are
 (the default) a mask is decoded only when a stability rule needs it, in order, and the search stops at the first
 stable step; the decoder's box cache makes repeated boxes free. In plain mode each stage decodes all its boxes up
 front (one batched call, no cache). Both modes run the same rules on the same masks, so they return identical
-results; only the decoder work differs.
+results; only the decoder work differs. ``cfg`` here is in pixels of the slice (``DFGConfig.for_slice``, applied
+by ``refine_slice``).
 """
 from __future__ import annotations
 

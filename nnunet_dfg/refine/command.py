@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -97,6 +99,7 @@ def _metadata(opts: RefineOptions, prompt: str, model: Path, images: Path, overr
     """What determines the labels: stored in dataset.json, and equal across parts and resumed runs."""
     return json.loads(json.dumps({
         "prompt": prompt, **opts.settings(model, images), "search_config": overrides, "max_slices": opts.max_slices,
+        "sam_modality": opts.sam_modality(images, read_json(model / "dataset.json")),
         "postprocessing": "largest 3D component per class (face connectivity)",
     }))
 
@@ -145,6 +148,7 @@ def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dic
         check_compatible(model_dataset, read_json(images.parent / "dataset.json"))
     cases = list_cases(images, model_dataset["file_ending"], len(model_dataset["channel_names"]))
     mine = opts.my_cases(cases)
+    modality = opts.sam_modality(images, model_dataset)
     outputs = []
     for prompt in prompts:
         folder = resolve_output(env_folder("nnUNet_raw"), opts.out_id, target_id,
@@ -175,15 +179,22 @@ def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dic
     for case in bar:
         t0 = time.perf_counter()
         wanted = [o for o in outputs if case in o.todo]
-        pred = predictor.predict_case(cases[case], with_features=any(o.prompt == "dfg" for o in wanted))
+        # a large volume's softmax and features are memory-mapped here (volume/stream.py); .tmp/ is cleared of
+        # what a killed run leaves once every case is done
+        work = Path(tempfile.mkdtemp(dir=wanted[0].out.tmp, prefix=f"{case}_predict_"))
+        pred = predictor.predict_case(cases[case], with_features=any(o.prompt == "dfg" for o in wanted),
+                                      store=work)
+        sam_input = opts.sam_volume(predictor, cases[case], modality)
         predict_s = time.perf_counter() - t0
         for o in wanted:
             report = refine_case(case, cases[case], pred, predict_s, predictor, memo, o, opts, labels,
-                                 bar if opts.progress else None)
+                                 bar if opts.progress else None, sam_input)
             summaries[o.prompt]["cases_done"].append(case)
             summaries[o.prompt]["timings_s"][case] = report["timings_s"]
         if memo is not segmenter:
             memo.clear()
+        del pred
+        shutil.rmtree(work, ignore_errors=True)
     empty = [o for o in outputs if not _finish(o.out, cases)]
     if empty:
         names = ", ".join(o.out.root.name for o in empty)
@@ -210,9 +221,9 @@ def _finish(out: OutputDataset, cases: dict) -> bool:
 
 
 def refine_case(case: str, files: list[Path], pred, predict_s: float, predictor, segmenter, output: _Output,
-                opts: RefineOptions, labels: dict[str, int], bar=None) -> dict:
+                opts: RefineOptions, labels: dict[str, int], bar=None, sam_input: np.ndarray | None = None) -> dict:
     """One case and prompt mode from its prediction; the label file is renamed into place last (the resume
-    marker)."""
+    marker). ``sam_input`` is what SAM sees (``ModelOptions.sam_volume``; the network's input if None)."""
     from ..prompt_search import largest_component_per_class
     from .report import case_report, voxel_counts
     from ..volume import refine_volume
@@ -223,7 +234,8 @@ def refine_case(case: str, files: list[Path], pred, predict_s: float, predictor,
     on_slice = None
     if bar is not None:
         on_slice = lambda z, r: bar.set_postfix_str(f"{case} {prompt} slice {z + 1}/{pred.probs.shape[1]}")  # noqa
-    volume = refine_volume(pred.image, pred.probs, pred.features, segmenter, prompt, config, slices, on_slice,
+    image = pred.image if sam_input is None else sam_input
+    volume = refine_volume(image, pred.probs, pred.features, segmenter, prompt, config, slices, on_slice,
                            tile=opts.tile)
     t2 = time.perf_counter()
     raw = predictor.to_original_grid(volume.label, pred.properties)
@@ -232,7 +244,7 @@ def refine_case(case: str, files: list[Path], pred, predict_s: float, predictor,
     t3 = time.perf_counter()
 
     if output.figures is not None:
-        write_figures(output.figures, case, pred.image, pred.probs, volume, out)
+        write_figures(output.figures, case, image, pred.probs, volume, out)
     t4 = time.perf_counter()
     writer = predictor.plans_manager.image_reader_writer_class()
     out.add_images(files, opts.copy_images)
@@ -290,7 +302,9 @@ def add_refine_parser(subparsers) -> argparse.ArgumentParser:
                    help="dfg: dual-feature-guided search; sdg: SDG's filtered box; box: plain bbox (baseline); "
                         "several, comma-separated (dfg,box,sdg), share one prediction and one encoder pass per "
                         "slice and write one dataset each")
-    p.add_argument("--search-config", help='JSON overrides of the search constants, e.g. \'{"presence_min_pixels": 100}\'')
+    p.add_argument("--search-config",
+                   help='JSON overrides of the search constants, e.g. \'{"presence_min_pixels": 100}\'; the DFG pixel '
+                        'constants are for 256 px slices and scaled to each slice ("reference_side": 0: plain pixels)')
     p.add_argument("--out-id", type=int, help="output dataset id (default: target id + 100 dfg, + 110 box, "
                                               "+ 120 sdg)")
     p.add_argument("--name", help="output dataset name (default: <target name>Pseudo<PROMPT>)")

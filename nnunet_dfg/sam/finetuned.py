@@ -15,7 +15,7 @@ import torch
 from ..nnunet_io import atomic_path
 from .build import LITEMEDSAM_SPEC, SamParts, build_base_parts, file_sha256, parse_spec
 
-__all__ = ["FORMAT", "is_finetuned_checkpoint", "save_finetuned", "build_finetuned", "build_parts"]
+__all__ = ["FORMAT", "is_finetuned_checkpoint", "base_spec", "save_finetuned", "build_finetuned", "build_parts"]
 
 FORMAT = "nnunet_dfg.sam_mask_decoder/1"
 
@@ -33,6 +33,16 @@ def _read(path: Path) -> Optional[dict]:
 def is_finetuned_checkpoint(spec: str) -> bool:
     path = Path(str(spec)).expanduser()
     return str(spec).strip().lower() != LITEMEDSAM_SPEC and path.is_file() and _read(path) is not None
+
+
+def base_spec(spec: str) -> str:
+    """The base model a ``--sam`` spec runs on, without loading it: a fine-tuned checkpoint's stored base
+    (``"litemedsam"`` or ``"vit_b:/path"``), ``"litemedsam"`` for the bundled model, else the spec itself."""
+    if str(spec).strip().lower() == LITEMEDSAM_SPEC:
+        return LITEMEDSAM_SPEC
+    path = Path(str(spec)).expanduser()
+    state = _read(path) if path.is_file() else None
+    return str(state["base"]) if state is not None else str(spec)
 
 
 def base_identity(spec: str, mode: Optional[str]) -> dict:

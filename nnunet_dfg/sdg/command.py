@@ -1,26 +1,30 @@
 """``nnunet_dfg sdg-predict`` and ``nnunet_dfg finetune-sam``: the file-handling shells of the SDG method.
 
 ``sdg-predict``: a source model's softmax (nnU-Net's own predictor) -> one SDG box per slice and class -> SAM
-(``--tile 2``: four slices per encoder pass) -> DFG-style score merge -> ``OUT/CASE<ending>`` on each input image's
-grid, like ``nnUNetv2_predict`` (which also puts the model's dataset.json and plans.json next to them). No
-connectivity post-processing: SDG has none. Resumable (finished cases are skipped) and shardable.
+(``--tile 2``: four slices per encoder pass; default ``auto``, see :func:`resolve_tile`) -> DFG-style score merge
+-> ``OUT/CASE<ending>`` on each input image's grid, like ``nnUNetv2_predict`` (which also puts the model's
+dataset.json and plans.json next to them). No connectivity post-processing: SDG has none. Resumable (finished
+cases are skipped) and shardable.
 
 ``finetune-sam``: SDG's mask-decoder fine-tuning on the labelled SOURCE dataset (allowed in SDG's setting, never in
-DFG's), saved as a small checkpoint that ``--sam PATH`` loads on top of its base model.
+DFG's), prompted by default with the source model's own refined boxes (``--boxes refined``; ``gt``: ground-truth
+boxes) on the canvases ``sdg-predict --tile`` uses, saved as a small checkpoint that ``--sam PATH`` loads on top
+of its base model.
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..command_base import (ModelOptions, add_model_arguments, check_images, check_same_settings, options_from_args,
-                            open_segmenter)
+from ..command_base import (ModelOptions, add_model_arguments, add_sam_intensity_arguments, check_images,
+                            check_same_settings, check_sam_intensity, options_from_args, open_segmenter, portable)
 from ..errors import UserError
-from ..nnunet_io import dataset_folder, env_folder, list_cases, read_json, write_json_atomic, write_segmentation
+from ..nnunet_io import (dataset_folder, env_folder, list_cases, read_json, resolve_model_folder, write_json_atomic,
+                         write_segmentation)
 
 SETTINGS_FILE = "sdg_predict.json"
 
@@ -32,7 +36,7 @@ class PredictOptions(ModelOptions):
     images: Path
     output: Path
     trainer: str = "nnUNetTrainerDFG_Source"
-    tile: int = 2
+    tile: int | str = "auto"
     threshold: float = 0.75
 
 
@@ -50,6 +54,33 @@ class FinetuneOptions:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    boxes: str = "refined"          # refined: the source model's SDG boxes (-m or -d/-tr/-p/-c, -f); gt: labels'
+    tile: int | str = "auto"        # as sdg-predict's --tile
+    threshold: float = 0.75         # SDG box threshold, as sdg-predict's
+    model: Path | None = None
+    trainer: str = "nnUNetTrainerDFG_Source"
+    fold: str = "0"
+    checkpoint: str = "checkpoint_final.pth"
+    disable_tta: bool = False
+    sam_intensity: str = "auto"     # --boxes refined: SAM sees the source as sdg-predict feeds it (ModelOptions')
+    sam_window: str | None = None
+
+
+BOX_SOURCES = ("refined", "gt")
+
+
+def resolve_tile(value: int | str, sam: str) -> int:
+    """``--tile`` 1, 2 or ``auto``: 2x2 canvases (SDG's merging) for 1024 px SAM/MedSAM, none for LiteMedSAM,
+    whose 256 px input would leave each slice 128 px on a 2x2 canvas (read from ``--sam``, a fine-tuned
+    checkpoint's base included, without loading it)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        from ..sam.build import LITEMEDSAM_SPEC
+        from ..sam.finetuned import base_spec
+        return 1 if base_spec(sam) == LITEMEDSAM_SPEC else 2
+    if text in ("1", "2"):
+        return int(text)
+    raise UserError(f"--tile must be 1, 2 or auto, got {value}")
 
 
 def _settings(opts: PredictOptions, model: Path) -> dict:
@@ -74,6 +105,7 @@ def sdg_predict(opts: PredictOptions, segmenter: Any = None) -> dict:
     from ..prompt_search import SDGConfig
     from ..volume import refine_volume
 
+    opts = replace(opts, tile=resolve_tile(opts.tile, opts.sam))
     opts.check()
     if not 0.0 < opts.threshold < 1.0:
         raise UserError(f"--threshold must lie strictly between 0 and 1, got {opts.threshold}")
@@ -98,10 +130,12 @@ def sdg_predict(opts: PredictOptions, segmenter: Any = None) -> dict:
     for name in ("dataset.json", "plans.json"):  # as nnUNetv2_predict does; `nnunet_dfg evaluate` reads labels
         write_json_atomic(out / name, read_json(model / name))
     config = SDGConfig(threshold=opts.threshold)
+    modality = opts.sam_modality(Path(opts.images), model_dataset)
     writer = predictor.plans_manager.image_reader_writer_class()
     for case in tqdm(todo, desc=f"sdg-predict tile {opts.tile}", unit="case", disable=not opts.progress):
         pred = predictor.predict_case(cases[case], with_features=False)
-        volume = refine_volume(pred.image, pred.probs, None, segmenter, "sdg", config, tile=opts.tile)
+        image = opts.sam_volume(predictor, cases[case], modality)
+        volume = refine_volume(image, pred.probs, None, segmenter, "sdg", config, tile=opts.tile)
         label = predictor.to_original_grid(volume.label, pred.properties)
         write_segmentation(writer, label, out / f"{case}{ending}", pred.properties, ending, tmp_dir)
         summary["cases_done"].append(case)
@@ -118,14 +152,9 @@ def source_slices(raw: Path, configuration: str, plans: str) -> list:
     (what the source model and ``sdg-predict`` see), or unchanged with ``configuration="none"`` (the images' array
     axis 0; equivalent for z-score normalised modalities, since SAM min-max scales every slice)."""
     from .slices import TrainingSlice, foreground_slices
+    from .source import labelled_cases
 
-    dataset = read_json(raw / "dataset.json")
-    ending = dataset["file_ending"]
-    cases = list_cases(raw / "imagesTr", ending, len(dataset["channel_names"]))
-    label_files = {c: raw / "labelsTr" / f"{c}{ending}" for c in cases}
-    missing = [c for c, f in label_files.items() if not f.is_file()]
-    if missing:
-        raise UserError(f"{raw.name} has no label for case {missing[0]} in labelsTr (fine-tuning needs labels)")
+    dataset, cases, label_files = labelled_cases(raw)
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
     check_images(cases, determine_reader_writer_from_dataset_json(dataset, str(next(iter(cases.values()))[0]),
                                                                   verbose=False))
@@ -161,34 +190,64 @@ def source_slices(raw: Path, configuration: str, plans: str) -> list:
     return pool
 
 
+def _training_pool(opts: FinetuneOptions, raw: Path) -> tuple[list, int, dict]:
+    """The source slices with their prompts' box source, how many were available, and what to record of it."""
+    if opts.boxes == "gt":
+        pool = source_slices(raw, opts.configuration, opts.plans)
+        return pool, len(pool), {}
+    from ..prompt_search import SDGConfig
+    from ..sam.intensity import parse_window, resolve_modality, sam_image
+    from ..volume.predictor import FeaturePredictor
+    from .source import refined_slices
+    if opts.configuration == "none":
+        raise UserError("-c none has no source model to refine boxes with: use --boxes gt, or the model's -c")
+    model = resolve_model_folder(opts.model, opts.dataset, opts.trainer, opts.plans, opts.configuration)
+    predictor = FeaturePredictor(model, opts.fold, opts.checkpoint, opts.device, not opts.disable_tta)
+    # SAM's input as sdg-predict makes it (the raw image windowed by modality), here of the source's modality
+    modality = resolve_modality(opts.sam_intensity, read_json(raw / "dataset.json"))
+    window = parse_window(opts.sam_window)
+    pool, _ = refined_slices(raw, predictor, SDGConfig(threshold=opts.threshold), opts.progress,
+                             lambda files: sam_image(predictor.raw_image(files), modality, window))
+    return pool, len(pool), {"model": portable(model), "fold": str(opts.fold), "checkpoint": opts.checkpoint,
+                             "mirroring": not opts.disable_tta, "threshold": opts.threshold,
+                             "sam_modality": modality, "sam_window": opts.sam_window}
+
+
 def finetune_sam(opts: FinetuneOptions, segmenter: Any = None) -> dict:
     """Fine-tune the mask decoder on the source dataset and save the checkpoint; returns its metadata."""
     from tqdm import tqdm
 
     from ..sam.finetuned import is_finetuned_checkpoint, save_finetuned
     from .finetune import FinetuneConfig, finetune_mask_decoder
+    from .slices import tile_groups
 
     out = Path(opts.output)
     if out.exists():
         raise UserError(f"{out} already exists; refusing to overwrite it")
     if is_finetuned_checkpoint(opts.sam):
         raise UserError(f"--sam {opts.sam} is already fine-tuned; give its base model")
+    if opts.boxes not in BOX_SOURCES:
+        raise UserError(f"--boxes must be {' or '.join(BOX_SOURCES)}, got {opts.boxes}")
+    if not 0.0 < opts.threshold < 1.0:
+        raise UserError(f"--threshold must lie strictly between 0 and 1, got {opts.threshold}")
+    if opts.max_slices is not None and opts.max_slices < 1:
+        raise UserError(f"--max-slices must be >= 1, got {opts.max_slices}")
+    check_sam_intensity(opts.sam_intensity, opts.sam_window)
     try:
-        config = FinetuneConfig(epochs=opts.epochs, slices_per_epoch=opts.slices_per_epoch, seed=opts.seed)
+        config = FinetuneConfig(epochs=opts.epochs, slices_per_epoch=opts.slices_per_epoch, seed=opts.seed,
+                                tile=resolve_tile(opts.tile, opts.sam))
     except ValueError as e:
         raise UserError(str(e)) from None
     raw = dataset_folder(env_folder("nnUNet_raw"), opts.dataset)
-    pool = source_slices(raw, opts.configuration, opts.plans)
-    n_available = len(pool)
+    pool, n_available, source_meta = _training_pool(opts, raw)
     if opts.max_slices is not None:
-        if opts.max_slices < 1:
-            raise UserError(f"--max-slices must be >= 1, got {opts.max_slices}")
         if opts.max_slices < len(pool):
             keep = np.random.default_rng(opts.seed).choice(len(pool), opts.max_slices, replace=False)
             pool = [pool[i] for i in sorted(keep)]
     segmenter = segmenter if segmenter is not None else open_segmenter(opts.sam, opts.device, opts.sam_mode)
-    total = config.epochs * min(config.slices_per_epoch, len(pool))
-    bar = tqdm(total=total, desc="finetune-sam", unit="slice", disable=not opts.progress)
+    n_canvases = len(tile_groups(pool, config.tile))
+    total = config.epochs * min(-(-config.slices_per_epoch // config.tile ** 2), n_canvases)
+    bar = tqdm(total=total, desc=f"finetune-sam tile {config.tile}", unit="canvas", disable=not opts.progress)
 
     def on_step(epoch: int, step: int, loss: float) -> None:
         bar.update(1)
@@ -197,6 +256,7 @@ def finetune_sam(opts: FinetuneOptions, segmenter: Any = None) -> dict:
     history = finetune_mask_decoder(segmenter, pool, config, on_step)
     bar.close()
     meta = {"source_dataset": raw.name, "configuration": opts.configuration, "plans": opts.plans,
+            "boxes": opts.boxes, **source_meta, "n_canvases": n_canvases,
             "n_slices": len(pool), "n_slices_available": n_available, "slices": [t.key for t in pool],
             "loss_per_epoch": history, "encoder_calls": getattr(segmenter, "n_encoder_calls", None),
             **asdict(config)}
@@ -223,7 +283,9 @@ def add_sdg_parsers(subparsers) -> None:
     p.add_argument("-i", dest="images", type=Path, required=True, help="folder of images (CASE_XXXX<ending>)")
     p.add_argument("-o", dest="output", type=Path, required=True, help="output folder for CASE<ending> labels")
     add_model_arguments(p, "nnUNetTrainerDFG_Source", "source dataset id/name (model in nnUNet_results, with "
-                                                       "-tr -p -c)", 2, "2: 2x2 slices per SAM encoder pass")
+                                                       "-tr -p -c)", "auto",
+                        "1, 2 (2x2 slices per SAM encoder pass) or auto (default): 1 for LiteMedSAM's 256 px "
+                        "input, 2 for 1024 px SAM/MedSAM")
     p.add_argument("--threshold", type=float, default=0.75, help="SDG box threshold theta1 on the probability")
     p.set_defaults(func=_run_predict)
 
@@ -231,14 +293,28 @@ def add_sdg_parsers(subparsers) -> None:
     p.add_argument("-d", dest="dataset", required=True, help="labelled SOURCE raw dataset id/name")
     p.add_argument("-o", dest="output", type=Path, required=True, help="checkpoint file to write (.pth)")
     p.add_argument("-c", dest="configuration", default="2d",
-                   help="nnU-Net configuration whose preprocessing the slices get (as at sdg-predict), or 'none'")
+                   help="nnU-Net configuration whose preprocessing the slices get (as at sdg-predict); with "
+                        "--boxes gt also 'none' (the images as stored)")
     p.add_argument("-p", dest="plans", default="nnUNetPlans")
+    p.add_argument("--boxes", default="refined",
+                   help="refined (default): the source model's SDG boxes on its training slices, as sdg-predict "
+                        "prompts; gt: the labels' boxes")
+    p.add_argument("-m", dest="model", type=Path, help="--boxes refined: source model folder instead of -d/-tr/-p/-c")
+    p.add_argument("-tr", dest="trainer", default="nnUNetTrainerDFG_Source")
+    p.add_argument("-f", dest="fold", default="0")
+    p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth")
+    p.add_argument("--disable-tta", action="store_true", help="no mirroring in the source model's predictions")
+    p.add_argument("--threshold", type=float, default=0.75, help="SDG box threshold, as sdg-predict's")
+    p.add_argument("--tile", default="auto", help="as sdg-predict's --tile: 2 trains on 2x2 canvases; auto: 1 for "
+                                                  "LiteMedSAM, 2 for SAM/MedSAM")
     p.add_argument("--sam", default="litemedsam", help="base model: 'litemedsam' or a SAM/MedSAM checkpoint")
     p.add_argument("--sam-mode", choices=("sam", "medsam"))
+    add_sam_intensity_arguments(p)  # --boxes refined: the source fed to SAM as sdg-predict feeds the target
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--slices-per-epoch", type=int, default=200, help="slices drawn (without repeats) per epoch")
-    p.add_argument("--max-slices", type=int, help="train on a fixed random subset of this many foreground slices "
-                                                  "(each is embedded once and kept in memory, ~4 MiB each)")
+    p.add_argument("--slices-per-epoch", type=int, default=200,
+                   help="slices drawn (without repeats) per epoch; tiled: this / 4 canvases")
+    p.add_argument("--max-slices", type=int, help="train on a fixed random subset of this many slices (each canvas "
+                                                  "is embedded once and kept in memory, ~4 MiB each)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-device", dest="device", default="cpu")
     p.add_argument("--no-progress", dest="progress", action="store_false")

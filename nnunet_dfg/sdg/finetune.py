@@ -1,11 +1,13 @@
 """SDG mask-decoder fine-tuning (METHOD.md, SDG step 3): pure training pieces, no file I/O.
 
-Only the mask decoder learns; the image and prompt encoders are frozen, so each slice's image embedding is
+Only the mask decoder learns; the image and prompt encoders are frozen, so each canvas's image embedding is
 computed once, without gradients, and reused in every epoch (the cache holds one (256, 64, 64) float32 embedding,
-4 MiB, per distinct slice visited). The decoding graph is inference's own (``sam.box_decoder.BoxDecoder``), the
-loss nnU-Net's soft Dice + binary cross-entropy on logits brought to the slice's own resolution with the same
-upsample-crop-resize as inference (``transforms.postprocess_logits``), so training optimises exactly the masks
-``Segmenter.segment`` thresholds at 0.
+4 MiB, per distinct canvas visited). A canvas is one slice, or with ``tile=2`` up to four consecutive slices of a
+case pasted 2x2 exactly as ``sdg-predict --tile 2`` pastes them (``sam.tiling``), each box shifted into its tile
+and its logits cropped back to its slice, so the decoder is trained on the inputs it will see. The decoding graph
+is inference's own (``sam.box_decoder.BoxDecoder``), the loss nnU-Net's soft Dice + binary cross-entropy on logits
+brought to the slice's own resolution with the same upsample-crop-resize as inference
+(``transforms.postprocess_logits``), so training optimises exactly the masks ``Segmenter.segment`` thresholds at 0.
 """
 from __future__ import annotations
 
@@ -17,27 +19,33 @@ import torch
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 
 from ..sam.box_decoder import BoxDecoder
+from ..sam.tiling import CanvasLayout, boxes_to_canvas, compose_canvas
 from ..sam.transforms import FrameGeometry, boxes_to_frame, postprocess_logits, validate_boxes
-from .slices import TrainingSlice, epoch_order, slice_prompts
+from .slices import TrainingSlice, epoch_order, item_prompts, tile_groups
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """SDG reference values: Adam lr 1e-4, weight decay 1e-3, boxes jittered by 0..9 px per side."""
+    """SDG reference values: Adam lr 1e-4, weight decay 1e-3, boxes jittered by 0..9 px per side. ``tile``: 2 trains
+    on 2x2 canvases (as ``sdg-predict --tile 2`` infers); an epoch then visits ceil(slices_per_epoch / 4)
+    canvases."""
 
     epochs: int = 10
     slices_per_epoch: int = 200
     lr: float = 1e-4
     weight_decay: float = 1e-3
     max_shift: int = 9
-    min_pixels: int = 1      # a class needs this many pixels on a slice to be prompted there
+    min_pixels: int = 1      # ground-truth boxes: a class needs this many pixels on a slice to be prompted there
     seed: int = 0
+    tile: int = 1
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.slices_per_epoch < 1:
             raise ValueError("epochs and slices_per_epoch must be >= 1")
         if self.lr <= 0 or self.weight_decay < 0 or self.max_shift < 0:
             raise ValueError("lr must be > 0, weight_decay and max_shift >= 0")
+        if self.tile not in (1, 2):
+            raise ValueError(f"tile must be 1 or 2, got {self.tile}")
 
 
 _DICE_BCE = DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1.0, "ddp": False})
@@ -71,18 +79,44 @@ def decoder_logits(decoder: BoxDecoder, embedding: torch.Tensor, geometry: Frame
 
 
 class EmbeddingCache:
-    """Image embeddings of training slices, each computed once with the frozen encoder (``segmenter.embed``)."""
+    """Image embeddings of training canvases, each computed once with the frozen encoder (``segmenter.embed``)."""
 
     def __init__(self, segmenter: Any) -> None:
         self.segmenter = segmenter
-        self._store: dict[int, tuple[torch.Tensor, FrameGeometry]] = {}
+        self._store: dict[int, tuple[torch.Tensor, FrameGeometry, CanvasLayout | None]] = {}
 
-    def get(self, index: int, image: np.ndarray) -> tuple[torch.Tensor, FrameGeometry]:
+    def get(self, index: int, images: Sequence[np.ndarray], tile: int = 1
+            ) -> tuple[torch.Tensor, FrameGeometry, CanvasLayout | None]:
+        """Embedding, frame geometry and layout (None untiled) of canvas ``index`` made of ``images``; ``tile=1``
+        embeds the single slice untouched, as ``segment_tiled`` does."""
         if index not in self._store:
-            emb = self.segmenter.embed(image)
+            layout = None
+            if tile == 1:
+                if len(images) != 1:
+                    raise ValueError(f"an untiled canvas holds one slice, got {len(images)}")
+                emb = self.segmenter.embed(images[0])
+            else:
+                canvas, layout = compose_canvas(images, tile)
+                emb = self.segmenter.embed(canvas)
             # embed() runs in inference mode; a clone made outside it can take part in autograd as a constant
-            self._store[index] = (emb.tensor.clone(), emb.geometry)
+            self._store[index] = (emb.tensor.clone(), emb.geometry, layout)
         return self._store[index]
+
+
+def canvas_logits(decoder: BoxDecoder, embedding: torch.Tensor, geometry: FrameGeometry,
+                  layout: CanvasLayout | None, boxes: Sequence[np.ndarray]) -> list[torch.Tensor]:
+    """Per slice of a canvas, (N_k, H_k, W_k) logits for its (N_k, 4) slice boxes, all decoded in one batch: boxes
+    shifted into their tiles, logits cropped back (``layout=None``: one untiled slice)."""
+    if layout is None:
+        return [decoder_logits(decoder, embedding, geometry, boxes[0])]
+    shifted = np.concatenate([boxes_to_canvas(b, layout, i) for i, b in enumerate(boxes)])
+    logits = decoder_logits(decoder, embedding, geometry, shifted)
+    out, first = [], 0
+    for i, b in enumerate(boxes):
+        (y, x), (h, w) = layout.offset(i), layout.slice_sizes[i]
+        out.append(logits[first:first + len(b), y:y + h, x:x + w])
+        first += len(b)
+    return out
 
 
 def finetune_mask_decoder(segmenter: Any, pool: Sequence[TrainingSlice], config: FinetuneConfig = FinetuneConfig(),
@@ -90,10 +124,11 @@ def finetune_mask_decoder(segmenter: Any, pool: Sequence[TrainingSlice], config:
                           cache: EmbeddingCache | None = None) -> list[float]:
     """Train ``segmenter.parts.mask_decoder`` in place on ``pool``; returns the mean loss of every epoch.
 
-    One optimiser step per slice, all of the slice's classes decoded as one batch of prompts. Slice order and box
-    jitter come from ``config.seed`` alone, so runs are reproducible (up to CPU/GPU float non-determinism).
-    ``on_step(epoch, step, loss)`` is called after every step (progress bars); ``cache`` (keyed by pool index)
-    lets a caller reuse embeddings of the same pool across calls.
+    One optimiser step per canvas (one slice, or up to four with ``config.tile=2``, see :func:`tile_groups`), all
+    its boxes decoded as one batch of prompts. Canvas order and box jitter come from ``config.seed`` alone, so runs
+    are reproducible (up to CPU/GPU float non-determinism). ``on_step(epoch, step, loss)`` is called after every
+    step (progress bars); ``cache`` (keyed by canvas index) lets a caller reuse embeddings of the same pool and
+    tile across calls.
     """
     parts = segmenter.parts
     params = freeze_encoders(parts)
@@ -101,18 +136,21 @@ def finetune_mask_decoder(segmenter: Any, pool: Sequence[TrainingSlice], config:
     optimiser = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     cache = EmbeddingCache(segmenter) if cache is None else cache
+    groups = tile_groups(pool, config.tile)
+    per_epoch = -(-config.slices_per_epoch // (config.tile * config.tile))
     history: list[float] = []
     parts.mask_decoder.train()
     try:
         for epoch in range(config.epochs):
             losses = []
-            for step, index in enumerate(epoch_order(len(pool), config.slices_per_epoch, rng)):
-                item = pool[int(index)]
-                classes, boxes, targets = slice_prompts(item.label, rng, config.max_shift, config.min_pixels)
-                if not classes:
+            for step, index in enumerate(epoch_order(len(groups), per_epoch, rng)):
+                items = [pool[i] for i in groups[int(index)]]
+                prompts = [item_prompts(item, rng, config.max_shift, config.min_pixels) for item in items]
+                if not any(classes for classes, _, _ in prompts):
                     continue
-                embedding, geometry = cache.get(int(index), item.image)
-                logits = decoder_logits(decoder, embedding, geometry, boxes)
+                embedding, geometry, layout = cache.get(int(index), [item.image for item in items], config.tile)
+                logits = torch.cat(canvas_logits(decoder, embedding, geometry, layout, [b for _, b, _ in prompts]))
+                targets = np.concatenate([t for _, _, t in prompts])
                 loss = dice_bce_loss(logits, torch.from_numpy(targets).to(logits.device))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
@@ -121,7 +159,7 @@ def finetune_mask_decoder(segmenter: Any, pool: Sequence[TrainingSlice], config:
                 if on_step is not None:
                     on_step(epoch, step, losses[-1])
             if not losses:
-                raise ValueError("no training slice has a labelled class")
+                raise ValueError("no training slice has a box to train on")
             history.append(float(np.mean(losses)))
     finally:
         parts.mask_decoder.eval()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -89,8 +89,9 @@ class CasePrediction:
     """One case in the network grid (nnU-Net's transposed, cropped, resampled array; axis 0 = slicing axis)."""
 
     image: np.ndarray        # (Z, Y, X) float32, preprocessed channel 0
-    probs: np.ndarray        # (K, Z, Y, X) float32 softmax
-    features: np.ndarray | None  # (C, Z, Y, X) float32 decoder features (not normalised), if asked for
+    probs: np.ndarray        # (K, Z, Y, X) float32 softmax (a memory map when stored on disk)
+    features: Any            # (C, Z, Y, X) float32 decoder features (not normalised), if asked for; stored on
+                             # disk: a Float32Slices whose slices are float32
     properties: dict         # nnU-Net's preprocessing properties (needed to export back)
 
 
@@ -163,15 +164,68 @@ class FeaturePredictor:
                                                     self.dataset_json)
         return data.astype(np.float32, copy=False), properties
 
-    def predict_case(self, files: Sequence[Path], with_features: bool = True) -> CasePrediction:
+    def raw_image(self, files: Sequence[Path]) -> np.ndarray:
+        """Channel 0 on the network grid *before* normalisation (Z, Y, X) float32: nnU-Net's own preprocessing
+        (transpose, crop, resampling) with the scheme swapped for ``NoNormalization``, so SAM can be fed the raw
+        intensities (HU for CT) voxel for voxel beside the network's input."""
+        from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+        cm = self.configuration_manager
+        raw_cm = ConfigurationManager({**cm.configuration,
+                                       "normalization_schemes": ["NoNormalization"] * len(cm.normalization_schemes)})
+        preprocessor = cm.preprocessor_class(verbose=False)
+        data, properties = self.plans_manager.image_reader_writer_class().read_images([str(f) for f in files])
+        # every channel: nnU-Net crops to the non-zero region of all of them
+        out, _, _ = preprocessor.run_case_npy(data, None, properties, self.plans_manager, raw_cm, self.dataset_json)
+        return np.ascontiguousarray(out[0], dtype=np.float32)
+
+    def predict_case(self, files: Sequence[Path], with_features: bool = True, store: Path | None = None,
+                     chunk_slices: int = 8) -> CasePrediction:
+        """Softmax (and features) of one case. With ``store`` (a work folder) and a volume whose K + C float32
+        maps exceed ``$NNUNET_DFG_STREAM_ABOVE_MB`` (stream.should_stream), both are memory-mapped there instead
+        of held in RAM, and a 2d configuration predicts ``chunk_slices`` slices at a time (its sliding window
+        treats every slice alone, so the values are those of the whole-volume call)."""
+        from .stream import should_stream
+
         data, properties = self.preprocess(files)
         n_features = self.num_features if with_features else 0
+        if store is not None and should_stream(self.num_classes + n_features, data.shape[1:]):
+            return self._predict_stored(data, properties, n_features, Path(store), chunk_slices)
         out = self.predictor.predict_with_features(torch.from_numpy(data), n_features).float()
         logits = out[: self.num_classes]
         feats = out[self.num_classes:].cpu().numpy().astype(np.float32) if with_features else None
         probs = self.label_manager.apply_inference_nonlin(logits)
         return CasePrediction(image=np.ascontiguousarray(data[0]), probs=probs.cpu().numpy().astype(np.float32),
                               features=feats, properties=properties)
+
+    def _predict_stored(self, data: np.ndarray, properties: dict, n_features: int, store: Path,
+                        chunk_slices: int) -> CasePrediction:
+        from .stream import Float32Slices, chunks, open_memmap
+
+        k, spatial = self.num_classes, data.shape[1:]
+        probs = open_memmap(store, "probs", (k, *spatial), np.float32)
+        feats = None  # float16 when nnU-Net's buffer is (lossless), float32 otherwise
+        per_slice = len(self.configuration_manager.patch_size) == len(spatial) - 1
+        for part in chunks(spatial[0], chunk_slices) if per_slice else [slice(None)]:
+            out = self.predictor.predict_with_features(torch.from_numpy(np.ascontiguousarray(data[:, part])),
+                                                       n_features)
+            offset = part.start or 0
+            for sub in chunks(out.shape[1], chunk_slices):  # a 3d prediction is converted slab by slab
+                z = slice(offset + sub.start, offset + sub.stop)
+                probs[:, z] = self.label_manager.apply_inference_nonlin(out[:k, sub].float()).cpu().numpy()
+                if n_features:
+                    if feats is None:
+                        dtype = np.float16 if out.dtype == torch.float16 else np.float32
+                        feats = open_memmap(store, "features", (n_features, *spatial), dtype)
+                    feats[:, z] = out[k:, sub].cpu().numpy()
+            del out
+        probs.flush()
+        features = None
+        if feats is not None:
+            feats.flush()
+            features = Float32Slices(feats)
+        return CasePrediction(image=np.ascontiguousarray(data[0]), probs=probs, features=features,
+                              properties=properties)
 
     def to_original_grid(self, label: np.ndarray, properties: dict) -> np.ndarray:
         """A network-grid label map back to the image's grid with nnU-Net's own export of a one-hot prediction
