@@ -182,10 +182,11 @@ class GridRun:
                 if not (work / "eval").is_dir():
                     continue
                 p = self.pipeline(c, seed, sev)
+                chain = self.spec.settings[c].chain  # without the chain there is no search to count
                 records.append({"configuration": c, "seed": seed, "severity": sev,
                                 "table": stage_table(work / "eval"),
                                 "evaluations": {f.stem: read_json(f) for f in sorted((work / "eval").glob("*.json"))},
-                                "search": search_statistics(p.raw, p.cfg.pseudo_id("dfg"))})
+                                "search": search_statistics(p.raw, p.cfg.pseudo_id("dfg")) if chain else {}})
         return records
 
 

@@ -12,8 +12,10 @@ from cli_env import nnunet_env, run
 TRAINER = "nnUNetTrainerDFG_Source_test"
 SOURCE_ID, TARGET_ID = 701, 702
 # The 2-epoch model is rarely confident and its features barely cluster: lower the presence test and the stage-1
-# similarity so that the search runs on every case and reaches stages 2 and 3.
-TINY_DFG = '{"presence_prob": 0.5, "presence_min_pixels": 20, "stage1_cos_threshold": 0.8}'
+# similarity so that the search runs on every case and reaches stages 2 and 3. The pixel constants are plain pixels
+# of the 48 px slices (reference_side 0): scaled from 256 px, their sub-pixel tolerances would make every search run
+# to its step budget, which costs minutes in the SAM tests and tests nothing more.
+TINY_DFG = '{"presence_prob": 0.5, "presence_min_pixels": 20, "stage1_cos_threshold": 0.8, "reference_side": 0}'
 
 
 @dataclass(frozen=True)

@@ -93,3 +93,23 @@ def test_convergence_names_a_seed_below_the_bar(records):
     lines = report.convergence(records)
     assert "| 2d | 0 | 0.900 | 0.900 | yes |" in lines
     assert "| 2d | 1 | 0.620 | 0.900 | **no** |" in lines
+
+
+def test_grid_results_of_a_configuration_without_the_chain(tmp_path):
+    """3d_fullres runs only the source model's rows and the oracle: its record has no search to count (there is
+    no pseudo-label dataset), where the 2d chain's has."""
+    import json
+
+    import quality_grid
+
+    setting = quality_grid.ConfigSetting((12, 64, 64), "_x", "_y", "{}", (0,), chain=False)
+    grid = quality_grid.GridRun(quality_grid.GridSpec(settings={"3d_fullres": setting}), tmp_path)
+    eval_dir = grid.chain_work("3d_fullres", 0, 0.7) / "eval"
+    eval_dir.mkdir(parents=True)
+    for stage in ("source_in_domain", "source_only", "oracle"):
+        (eval_dir / f"{stage}.json").write_text(json.dumps(_evaluation(0.5)))
+    (record,) = grid.results()
+    assert record["search"] == {} and set(record["table"]) == {"source_in_domain", "source_only", "oracle"}
+    lines, verdicts = report.goal_tables([record])
+    assert not verdicts and any("No goal measured" in line for line in lines)
+    assert "predict_sdg" not in quality_grid.REFERENCE_STEPS and "train_fa" not in quality_grid.REFERENCE_STEPS

@@ -15,7 +15,8 @@ from nnunet_dfg.refine import RefineOptions, refine_dataset
 from nnunet_dfg.refine.command import parse_search_configs, refine_datasets
 from nnunet_dfg.sam.memo import EmbeddingMemo
 
-SEARCH = '{"presence_prob": 0.5, "presence_min_pixels": 20, "stage1_cos_threshold": 0.8, "threshold": 0.6}'
+SEARCH = ('{"presence_prob": 0.5, "presence_min_pixels": 20, "stage1_cos_threshold": 0.8, "threshold": 0.6, '
+          '"reference_side": 0}')
 
 
 @pytest.fixture(scope="module")
