@@ -251,6 +251,21 @@ def test_finetune_on_refined_boxes_untiled(tiny, tmp_path):
     assert meta["model"].startswith("$nnUNet_results/") and not meta["mirroring"]
 
 
+def test_source_prediction_from_the_labelled_preprocessing_equals_predict_case(tiny):
+    """refined_slices preprocesses images and label once and hands the images to the predictor: the prediction
+    must be the one ``predict_case`` makes from the files alone, and the label lie on the same grid."""
+    from nnunet_dfg.volume.predictor import FeaturePredictor
+    fp = FeaturePredictor(tiny.model_dir, "all", use_mirroring=False)
+    images = sorted((tiny.raw / "Dataset701_DFGSynthSource" / "imagesTr").glob("*.nii.gz"))[:1]
+    label = tiny.raw / "Dataset701_DFGSynthSource" / "labelsTr" / (images[0].name[:-len("_0000.nii.gz")] + ".nii.gz")
+    cm = fp.configuration_manager
+    data, seg, properties = cm.preprocessor_class(verbose=False).run_case(
+        [str(images[0])], str(label), fp.plans_manager, cm, fp.dataset_json)
+    reused = fp.predict_case(images, with_features=False, preprocessed=(data.astype(np.float32), properties))
+    plain = fp.predict_case(images, with_features=False)
+    assert np.array_equal(reused.probs, plain.probs) and seg.shape[1:] == plain.probs.shape[1:]
+
+
 def test_finetune_tiled_on_refined_boxes_then_sdg_predict_with_it(tiny, tmp_path):
     """The whole SDG chain with real models: fine-tune on 2x2 canvases of the source model's refined boxes (one
     step: four slices of a case, one encoder pass), then predict one case with the fine-tuned LiteMedSAM, 2x2

@@ -53,10 +53,12 @@ def refined_slices(raw: Path, predictor: Any, config: Any, progress: bool = True
     pool: list[TrainingSlice] = []
     seen = 0
     for case in tqdm(sorted(cases), desc="source predictions", unit="case", disable=not progress):
-        pred = predictor.predict_case(cases[case], with_features=False)
-        # the label through the same preprocessing (same crop and resampling: they depend on the images only)
-        _, seg, _ = cm.preprocessor_class(verbose=False).run_case(
+        # images and label through nnU-Net's preprocessing once (the label gets the images' crop and resampling);
+        # the prediction reuses those images
+        data, seg, properties = cm.preprocessor_class(verbose=False).run_case(
             [str(f) for f in cases[case]], str(labels[case]), pm, cm, predictor.dataset_json)
+        pred = predictor.predict_case(cases[case], with_features=False,
+                                      preprocessed=(data.astype(np.float32, copy=False), properties))
         label = seg[0]
         image = pred.image if sam_image is None else np.asarray(sam_image(cases[case]), dtype=np.float32)
         if label.shape != pred.probs.shape[1:] or image.shape != label.shape:

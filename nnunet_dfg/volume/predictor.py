@@ -180,14 +180,16 @@ class FeaturePredictor:
         return np.ascontiguousarray(out[0], dtype=np.float32)
 
     def predict_case(self, files: Sequence[Path], with_features: bool = True, store: Path | None = None,
-                     chunk_slices: int = 8) -> CasePrediction:
+                     chunk_slices: int = 8, preprocessed: tuple[np.ndarray, dict] | None = None) -> CasePrediction:
         """Softmax (and features) of one case. With ``store`` (a work folder) and a volume whose K + C float32
         maps exceed ``$NNUNET_DFG_STREAM_ABOVE_MB`` (stream.should_stream), both are memory-mapped there instead
         of held in RAM, and a 2d configuration predicts ``chunk_slices`` slices at a time (its sliding window
-        treats every slice alone, so the values are those of the whole-volume call)."""
+        treats every slice alone, so the values are those of the whole-volume call). ``preprocessed``: the
+        (data, properties) of ``files`` already through nnU-Net's preprocessing (a caller that also needed the
+        label on the network grid), so the case is not preprocessed twice."""
         from .stream import should_stream
 
-        data, properties = self.preprocess(files)
+        data, properties = preprocessed if preprocessed is not None else self.preprocess(files)
         n_features = self.num_features if with_features else 0
         if store is not None and should_stream(self.num_classes + n_features, data.shape[1:]):
             return self._predict_stored(data, properties, n_features, Path(store), chunk_slices)
