@@ -3,7 +3,7 @@
 Why: when the refined pseudo-labels lose to the FA model, either the search finds bad boxes or the segmenter's
 masks are worse than the model's prediction whatever the box. Each labelled structure of each slice is prompted
 with its ground-truth bounding box plus the search's margin (3 px at 256 px, scaled to the slice), the mask
-post-processed as in the search (largest region, holes filled), and each class scored by 3D Dice against the
+post-processed as in the search (largest region, holes filled), the image windowed as refine windows it, and each class scored by 3D Dice against the
 target labels (classes scored independently, no merge). Target labels are read only here, to prompt and to
 score: this is an evaluation.
 
@@ -21,6 +21,7 @@ from nnunet_dfg.evaluation import dice
 from nnunet_dfg.nnunet_io import read_json, write_json_atomic
 from nnunet_dfg.prompt_search import DFGConfig
 from nnunet_dfg.prompt_search.masks import bbox, expand_box, largest_component
+from nnunet_dfg.sam.intensity import resolve_modality, sam_image
 from nnunet_dfg.sam.segmenter import load_segmenter
 
 import quality_grid
@@ -44,14 +45,16 @@ def ground_truth_masks(image: np.ndarray, label: np.ndarray, n_classes: int, seg
 
 def run(pipeline, segmenter, config: DFGConfig) -> dict:
     """Per-class Dice of ground-truth-box SAM masks over the run's target training cases."""
-    labels = read_json(pipeline.target_raw / "dataset.json")["labels"]
+    dataset = read_json(pipeline.target_raw / "dataset.json")
+    labels, modality = dataset["labels"], resolve_modality("auto", dataset)  # SAM's input as refine gives it
     names = {int(v): k for k, v in labels.items() if k != "background"}
     scores: dict[str, list[float]] = {name: [] for name in names.values()}
     for label_file in sorted(Path(pipeline.cfg.target_labels_tr).glob("*.nii.gz")):
         case = label_file.name[: -len(".nii.gz")]
         label = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file))).astype(np.int64)
         image = sitk.GetArrayFromImage(sitk.ReadImage(str(pipeline.target_raw / "imagesTr" / f"{case}_0000.nii.gz")))
-        masks = ground_truth_masks(image.astype(np.float32), label, max(names) + 1, segmenter, config)
+        masks = ground_truth_masks(sam_image(image.astype(np.float32), modality), label, max(names) + 1, segmenter,
+                                   config)
         for c, name in names.items():
             if (label == c).any():
                 scores[name].append(dice(masks[c], label == c))

@@ -146,7 +146,7 @@ def _anatomy(p: dict, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.n
     return tissue, label
 
 
-def _appearance(rng: np.random.Generator, domain: str, severity: float) -> dict:
+def _appearance(rng: np.random.Generator, domain: str, severity: float, hu_units: bool = True) -> dict:
     """Per-case intensity model; severity 0 reproduces the source, 1 is CT, 2 is harsher."""
     t, h = min(severity, 1.0), max(severity - 1.0, 0.0)
     if domain == "source":
@@ -161,7 +161,13 @@ def _appearance(rng: np.random.Generator, domain: str, severity: float) -> dict:
     t_org = t ** 1.75
     means[org] = (1 - t_org) * src[org] + t_org * tgt[org]
     means[org] = means[MUSCLE] + (means[org] - means[MUSCLE]) * (1.0 - 0.3 * h)
+    # A blend is in neither unit; a scanner is calibrated in HU, so map the blended target linearly onto HU with
+    # fat and kidney at their CT values. Affine, so the networks' z-score / CT normalisation sees the same image,
+    # while a CT window (SAM's [-125, 275]) sees organs inside it rather than saturated (spleen 346, kidney 437 before).
+    hu = 0.0 < t < 1.0 and hu_units and domain == "target"
+    scale = (tgt[KIDNEY] - tgt[FAT]) / (means[KIDNEY] - means[FAT]) if hu else 1.0
     return {
+        "hu": (scale, tgt[FAT] - scale * means[FAT] if hu else 0.0),
         "means": means, "lo": means[AIR], "texture": (1 - t) * 15.0 * gain + t * 6.0,
         "tex_waves": _waves(rng, 6, 12.0), "bias_waves": _waves(rng, 3, 1.8),
         "bias": (1 - t) * rng.uniform(0.15, 0.3), "blur_mm": t * 1.6 * (1 + 0.5 * h),
@@ -171,12 +177,13 @@ def _appearance(rng: np.random.Generator, domain: str, severity: float) -> dict:
 
 def make_case(rng: np.random.Generator, domain: str, severity: float,
               shape: tuple[int, int, int] = (24, 96, 96),
-              spacing: tuple[float, float, float] = (4.0, 1.5, 1.5),
+              spacing: tuple[float, float, float] = (4.0, 1.5, 1.5), hu_units: bool = True,
               ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Generate one (image float32, label uint8, spacing) case in (z, y, x) order.
 
     ``severity`` only affects ``domain="target"``; thick slices are simulated by
-    averaging three sub-slice samples (partial volume) while labels use the centre.
+    averaging three sub-slice samples (partial volume) while labels use the centre. A target blend
+    (0 < severity < 1) is expressed in HU unless ``hu_units`` is False (the MRI-like target of ``ct2mr``).
     """
     if domain not in ("source", "target"):
         raise ValueError(f"domain must be 'source' or 'target', got {domain!r}")
@@ -184,7 +191,7 @@ def make_case(rng: np.random.Generator, domain: str, severity: float,
         raise ValueError(f"severity must lie in [0, 2], got {severity}")
     nz = shape[0]
     anat = _draw_anatomy(rng)
-    app = _appearance(rng, domain, severity)
+    app = _appearance(rng, domain, severity, hu_units)
     axis = [((np.arange(n, dtype=np.float32) + 0.5) / n * 2 - 1) for n in shape]
     y, x = axis[1][None, :, None], axis[2][None, None, :]
     grid = np.broadcast_arrays(axis[0][:, None, None], y, x)
@@ -208,7 +215,8 @@ def make_case(rng: np.random.Generator, domain: str, severity: float,
         white = ndimage.gaussian_filter(rng.normal(0.0, 1.0, shape), (0.0, 0.8, 0.8))
         img += app["gauss"] * white / white.std()
         img = np.maximum(img, lo - 24.0)
-    return img.astype(np.float32), label, tuple(float(s) for s in spacing)
+    scale, offset = app["hu"]
+    return (img * scale + offset).astype(np.float32), label, tuple(float(s) for s in spacing)
 
 
 def _write_nifti(arr: np.ndarray, spacing: tuple[float, float, float], path: str) -> None:
@@ -286,7 +294,8 @@ def write_benchmark(raw_root: str, source_id: int = 701, target_id: int = 702, n
             if direction == "mr2ct":
                 img, lab, spacing = make_case(rng, domain, severity, shape)
             else:  # CT source (severity 1), target blended back towards the MRI appearance
-                img, lab, spacing = make_case(rng, "target", 1.0 if domain == "source" else 1.0 - severity, shape)
+                img, lab, spacing = make_case(rng, "target", 1.0 if domain == "source" else 1.0 - severity, shape,
+                                              hu_units=False)
             _write_nifti(img, spacing, os.path.join(root, img_dir, f"{case}_0000.nii.gz"))
             lab_root = src if domain == "source" else hid
             _write_nifti(lab, spacing, os.path.join(lab_root, lab_dir, f"{case}.nii.gz"))

@@ -63,6 +63,23 @@ def test_domain_shift_inverts_the_liver_and_keeps_every_organ_visible():
         assert c_img.max() < 2000
 
 
+def test_blended_target_is_in_hu_and_affine_to_the_blend():
+    """A blend is mapped onto HU (an affine map, invisible to z-score normalisation) so that a CT window shows its
+    organs inside it rather than saturated, as on real CT."""
+    from nnunet_dfg.sam.intensity import DEFAULT_CT_WINDOW
+    for seed in range(3):
+        hu, lab, _ = make_case(np.random.default_rng(seed), "target", DEFAULT_SEVERITY, shape=SMALL)
+        blend, lab2, _ = make_case(np.random.default_rng(seed), "target", DEFAULT_SEVERITY, shape=SMALL,
+                                   hu_units=False)
+        assert np.array_equal(lab, lab2)
+        slope, offset = np.polyfit(blend.ravel(), hu.ravel(), 1)
+        assert slope > 0 and np.abs(slope * blend + offset - hu).max() < 0.05
+        low, high = DEFAULT_CT_WINDOW
+        for organ in (1, 2, 3, 4):
+            assert low < float(np.median(hu[lab == organ])) < high, (seed, organ)
+        assert np.percentile(hu, 1) < -500  # air stays far below the window
+
+
 def test_severity_zero_is_source_like_and_same_anatomy():
     rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
     s_img, s_lab, _ = make_case(rng_a, "source", 1.0, shape=SMALL)
