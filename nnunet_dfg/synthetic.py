@@ -16,7 +16,8 @@ multiplicative bias field in the source, spatially correlated Gaussian noise and
 wider in-plane PSF in the target, arbitrary positive units versus HU. Severity 1 is
 that CT; values between 0 and 1 blend the two appearances, the organs more slowly than
 their surroundings (only around 0.35 does the blended liver match the fat around it);
-above 1 the organ contrast shrinks and noise grows. The default, 0.7 (DEFAULT_SEVERITY),
+above 1 the organ contrast shrinks and noise grows. A blend is expressed in HU (mapped linearly so its fat
+reads -100 and its kidneys 165 HU), so SAM's CT window shows it as it would a CT. The default, 0.7 (DEFAULT_SEVERITY),
 leaves a source model trained to ~0.93 Dice in its domain with ~0.4 on the target: the
 liver is lost (its contrast is inverted), kidneys and spleen partly kept.
 
