@@ -63,7 +63,7 @@ setup(
     # openvino: the opt-in SAM encoder runtime (NNUNET_DFG_SAM_RUNTIME=openvino); the tests check it agrees with ORT.
     # random-order: opt-in shuffling, pytest -p random_order --random-order
     extras_require={"openvino": ["openvino==2026.4.1"],
-                    "test": ["pytest", "pytest-random-order==1.2.0", "pytest-xdist==3.8.0", "openvino==2026.4.1"]},
+                    "test": ["pytest", "pytest-random-order==1.2.0", "openvino==2026.4.1"]},
     entry_points={"console_scripts": ["nnunet_dfg=nnunet_dfg.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth, "editable_wheel": EditableWheelWithPth},
 )

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 sys.path.insert(0, str(Path(__file__).parent))  # helper modules (cli_env, _tiny_model) import by plain name
 
@@ -23,16 +22,7 @@ def tiny_model_root(tmp_path_factory) -> Path:
     prebuilt = os.environ.get("NNUNET_DFG_TINY_MODEL")
     if prebuilt:
         return Path(prebuilt)
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return build_tiny_model(tmp_path_factory.mktemp("tiny_model_shared")).root
-    # pytest -n: the workers share one build (their base folders have a common parent), the first one makes it
-    shared = tmp_path_factory.getbasetemp().parent / "tiny_model_shared"
-    with FileLock(f"{shared}.lock"):
-        if not (shared / "built").is_file():
-            shutil.rmtree(shared, ignore_errors=True)
-            build_tiny_model(shared)
-            (shared / "built").touch()
-    return shared
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model_shared")).root
 
 
 def tiny_copy(tmp_path_factory, tiny_model_root: Path, name: str):
