@@ -64,6 +64,8 @@ def main() -> None:
         results = {}
         for record in sorted(read_json(folder / "grid.json"),
                              key=lambda r: (r["configuration"], r["seed"], r["severity"])):
+            if not grid.spec.settings[record["configuration"]].chain:  # no search ran: nothing to post-process
+                continue
             key = f"{record['configuration']} seed {record['seed']} severity {record['severity']:g}"
             results[key] = score_run(grid.pipeline(record["configuration"], record["seed"], record["severity"]))
         write_json_atomic(folder / "postprocess_ablation.json", results)
