@@ -16,9 +16,9 @@ multiplicative bias field in the source, spatially correlated Gaussian noise and
 wider in-plane PSF in the target, arbitrary positive units versus HU. Severity 1 is
 that CT; values between 0 and 1 blend the two appearances, the organs more slowly than
 their surroundings (only around 0.35 does the blended liver match the fat around it);
-above 1 the organ contrast shrinks and noise grows. A blend is expressed in HU (mapped linearly so its fat
-reads -100 and its kidneys 165 HU), so SAM's CT window shows it as it would a CT. The default, 0.7 (DEFAULT_SEVERITY),
-leaves a source model trained to ~0.93 Dice in its domain with ~0.4 on the target: the
+above 1 the organ contrast shrinks and noise grows. A blend is expressed in HU (mapped linearly so its
+fat reads -100 and its kidneys 165 HU), so SAM's CT window shows it as it would a CT. The default, 0.7
+(DEFAULT_SEVERITY), leaves a source model trained to ~0.93 Dice in its domain with ~0.4 on the target: the
 liver is lost (its contrast is inverted), kidneys and spleen partly kept.
 
 ``direction="ct2mr"`` writes the reverse: a CT source (severity 1, channel "CT", so nnU-Net plans CTNormalization)
@@ -164,7 +164,7 @@ def _appearance(rng: np.random.Generator, domain: str, severity: float, hu_units
     means[org] = means[MUSCLE] + (means[org] - means[MUSCLE]) * (1.0 - 0.3 * h)
     # A blend is in neither unit; a scanner is calibrated in HU, so map the blended target linearly onto HU with
     # fat and kidney at their CT values. Affine, so the networks' z-score / CT normalisation sees the same image,
-    # while a CT window (SAM's [-125, 275]) sees organs inside it rather than saturated (spleen 346, kidney 437 before).
+    # while a CT window (SAM's [-125, 275]) sees organs inside it, not saturated (spleen 346, kidney 437 before).
     hu = 0.0 < t < 1.0 and hu_units and domain == "target"
     scale = (tgt[KIDNEY] - tgt[FAT]) / (means[KIDNEY] - means[FAT]) if hu else 1.0
     return {
