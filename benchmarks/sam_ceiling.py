@@ -4,8 +4,8 @@ Why: when the refined pseudo-labels lose to the FA model, either the search find
 masks are worse than the model's prediction whatever the box. Each labelled structure of each slice is prompted
 with its ground-truth bounding box plus the search's margin (3 px at 256 px, scaled to the slice), the mask
 post-processed as in the search (largest region, holes filled), the image windowed as refine windows it, and
-each class scored by 3D Dice against the target labels (classes scored independently, no merge). Target labels are read only here, to prompt and to
-score: this is an evaluation.
+each class scored by 3D Dice against the target labels (classes scored independently, no merge). Target labels
+are read only here, to prompt and to score: this is an evaluation.
 
     .venv/bin/python benchmarks/sam_ceiling.py -o bench_out [-c 2d 3d_fullres]
 """
