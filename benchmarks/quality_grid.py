@@ -64,7 +64,7 @@ class GridSpec:
     # the fine-tuned decoder row (finetune-sam predicts every source image, then trains): first 2d seed only (budget)
     sdg_finetuned_seeds: tuple[int, ...] = (0,)
     workers: int = 2  # jobs at once: on 2 cores two 1-thread jobs do ~1.5x the work of one 2-thread job
-    memory_counts: tuple[int, ...] = (1, 2, 3)  # cases per refine run in the memory figure
+    memory_counts: tuple[int, ...] = (1, 3)  # cases per refine run in the memory figure
     timings: dict = field(default_factory=dict)
 
     @property
@@ -161,15 +161,15 @@ class GridRun:
 
     def run(self) -> list[dict]:
         s = self.spec
-        # dearest configuration first, so the pool ends on short jobs
-        order = sorted(s.configurations, key=lambda c: c != "3d_fullres")
         with ThreadPoolExecutor(max_workers=s.workers) as pool:
-            # sources first: the queue is FIFO, so a chain waits only on a source that is running or done
-            runs = sorted(s.runs(), key=lambda run: order.index(run[0]))
-            sources = {run: pool.submit(self.source_job, *run) for run in runs}
-            chains = [pool.submit(self.chain_job, c, seed, sev, sources[c, seed])
-                      for c, seed in runs for sev in s.severities]
-            for f in list(sources.values()) + chains:
+            futures, sources = [], {}
+            for kind, (c, seed) in job_order(s.runs(), s.workers):
+                if kind == "source":
+                    sources[c, seed] = pool.submit(self.source_job, c, seed)
+                    futures.append(sources[c, seed])
+                else:
+                    futures += [pool.submit(self.chain_job, c, seed, sev, sources[c, seed]) for sev in s.severities]
+            for f in futures:
                 f.result()
         return self.results()
 
@@ -188,6 +188,25 @@ class GridRun:
                                 "evaluations": {f.stem: read_json(f) for f in sorted((work / "eval").glob("*.json"))},
                                 "search": search_statistics(p.raw, p.cfg.pseudo_id("dfg")) if chain else {}})
         return records
+
+
+def job_order(runs: list[tuple[str, int]], workers: int) -> list[tuple[str, tuple[str, int]]]:
+    """FIFO queue order for the pool: the first 2d source, then the dearest (3d) sources so that they overlap the 2d
+    chains, then the other sources; each chain queued ``workers`` sources after its own, so a worker that takes
+    it seldom waits for that source, and the longest chain (the first seed's, with ``finetune-sam``) starts early.
+
+    Measured durations of the default grid (2 workers): 3590 s in the old order (every source, then every chain),
+    ~3100 s in this one by a schedule simulation."""
+    first_2d = [r for r in runs if r[0] != "3d_fullres"][:1]
+    sources = first_2d + [r for r in runs if r[0] == "3d_fullres"] + [r for r in runs if r not in first_2d
+                                                                     and r[0] != "3d_fullres"]
+    order: list[tuple[str, tuple[str, int]]] = []
+    for i, run in enumerate(sources):
+        order.append(("source", run))
+        if i >= workers:
+            order.append(("chain", sources[i - workers]))
+    order += [("chain", run) for run in sources[max(len(sources) - workers, 0):]]
+    return order
 
 
 def search_statistics(raw: Path, pseudo_id: int) -> dict:

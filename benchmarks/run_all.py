@@ -63,7 +63,7 @@ def speed(grid: quality_grid.GridRun, out: Path) -> None:
         env, "2d", p.cfg.target_id, p.cfg.pseudo_id("dfg"), {"fa": p.cfg.trainer("FA"), "st": p.cfg.trainer("ST")},
         {"source": source_model / f"fold_{p.cfg.source_fold}" / "checkpoint_final.pth",
          "fa": fa_model / "fold_all" / "checkpoint_final.pth"}, plans=p.cfg.plans))
-    _phase(out, "tiling", lambda: speed_ratios.tiling_savings(fa_model, "all", p.test_images))
+    _phase(out, "tiling", lambda: speed_ratios.tiling_savings(fa_model, "all", p.test_images, max_cases=4))
 
     def memory():
         from nnunet_dfg.synthetic import write_benchmark

@@ -52,7 +52,7 @@ def step_ratios(env: dict, configuration: str, target_id: int, pseudo_id: int, t
     return out
 
 
-def tiling_savings(model: Path, fold: str, images: Path, sam: str = "litemedsam") -> dict:
+def tiling_savings(model: Path, fold: str, images: Path, sam: str = "litemedsam", max_cases: int | None = None) -> dict:
     """SDG boxes of ``model`` on target test images, encoded one slice at a time and 2x2 per pass.
 
     The benchmark passes the FA model: a source model that finds nothing on the target gives no box, hence no
@@ -67,7 +67,8 @@ def tiling_savings(model: Path, fold: str, images: Path, sam: str = "litemedsam"
     segmenter.segment(segmenter.embed(np.zeros((64, 64), np.float32)), np.array([[8, 8, 40, 40]]))  # warm-up
     ds = predictor.dataset_json
     figures = {"encoder_passes": {1: 0, 2: 0}, "seconds": {1: 0.0, 2: 0.0}, "agreement_dice": [], "slices": 0}
-    for files in list_cases(images, ds["file_ending"], len(ds["channel_names"])).values():
+    cases = list(list_cases(images, ds["file_ending"], len(ds["channel_names"])).values())
+    for files in cases[:max_cases]:
         pred = predictor.predict_case(files, with_features=False)
         labels = {}
         for tile in (1, 2):

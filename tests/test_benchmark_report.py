@@ -113,3 +113,19 @@ def test_grid_results_of_a_configuration_without_the_chain(tmp_path):
     lines, verdicts = report.goal_tables([record])
     assert not verdicts and any("No goal measured" in line for line in lines)
     assert "predict_sdg" not in quality_grid.REFERENCE_STEPS and "train_fa" not in quality_grid.REFERENCE_STEPS
+
+
+def test_grid_job_order_queues_each_chain_after_its_source():
+    """Every run gets one source and one chain job, the chain after its own source (FIFO pool), the 3d source
+    second so that it overlaps the 2d chains, and the first seed's chain before the last source."""
+    import quality_grid
+
+    runs = [("2d", 0), ("2d", 1), ("2d", 2), ("3d_fullres", 0)]
+    order = quality_grid.job_order(runs, workers=2)
+    assert order == [("source", ("2d", 0)), ("source", ("3d_fullres", 0)), ("source", ("2d", 1)),
+                     ("chain", ("2d", 0)), ("source", ("2d", 2)), ("chain", ("3d_fullres", 0)),
+                     ("chain", ("2d", 1)), ("chain", ("2d", 2))]
+    for workers in (1, 2, 3, 8):
+        order = quality_grid.job_order(runs, workers)
+        assert sorted(order) == sorted([(k, r) for r in runs for k in ("source", "chain")])
+        assert all(order.index(("source", r)) < order.index(("chain", r)) for r in runs)
