@@ -1,11 +1,12 @@
 """Regenerates BENCHMARKS.md and its plots from scratch: the quality grid, then the speed figures.
 
-    .venv/bin/python benchmarks/run_all.py -o bench_out            # about an hour from scratch (2 cores)
+    .venv/bin/python benchmarks/run_all.py -o bench_out            # under an hour from scratch (2 cores)
     .venv/bin/python benchmarks/run_all.py -o bench_out --quick    # plumbing check in minutes (bench_out/BENCHMARKS.md)
 
 Resumable: every pipeline step and every finished phase leaves a marker in ``-o``, so a killed run continues.
 ``--report-only`` re-renders the markdown from the JSON a run left. ``--gpu-figures FILE`` adds vit_b timings
-measured elsewhere (a JSON object of label -> figure).
+measured elsewhere (a JSON object of label -> figure), ``--memory-curve FILE`` the rows of
+``benchmarks/memory_curve.py -o FILE`` (peak memory up to CT size: minutes more than the hour allows).
 """
 from __future__ import annotations
 
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one configuration, seed and severity, smoke schedules")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--gpu-figures", type=Path)
+    parser.add_argument("--memory-curve", type=Path,
+                        help="rows from benchmarks/memory_curve.py -o (CT-size volumes do not fit the hour)")
     parser.add_argument("--workers", type=int, default=2,
                         help="grid jobs at the same time, one thread each (default 2: on 2 cores ~1.5x the throughput "
                              "of one job with two threads)")
@@ -122,7 +125,8 @@ def main() -> None:
     steps = {"2d": _read(out / "steps_2d.json")}
     speed_figures = {"refine": _read(out / "refine_2d.json"), "steps": {c: s for c, s in steps.items() if s},
                      "tiling": _read(out / "tiling.json"), "memory": _read(out / "memory.json"),
-                     "gpu": read_json(args.gpu_figures) if args.gpu_figures else None}
+                     "gpu": read_json(args.gpu_figures) if args.gpu_figures else None,
+                     "memory_curve": read_json(args.memory_curve) if args.memory_curve else None}
     target = out / "BENCHMARKS.md" if args.quick else REPO / "BENCHMARKS.md"
     fig_dir = target.parent / "docs" / "benchmarks" if not args.quick else out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)

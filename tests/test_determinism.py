@@ -1,5 +1,6 @@
 """The same command twice gives the same result: seeded DFG training (nnUNet_dfg_seed) and refine with the real
-LiteMedSAM under ONNX Runtime, also when a run is killed with SIGKILL and resumed."""
+LiteMedSAM on the default CPU runtimes (OpenVINO encoder, ONNX Runtime decoder), also when a run is killed with
+SIGKILL and resumed."""
 from __future__ import annotations
 
 import json

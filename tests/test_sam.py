@@ -103,7 +103,7 @@ def test_same_box_at_two_resolutions_gives_same_mask(segmenter, embedding, half_
 def test_onnx_runtime_agrees_with_torch(segmenter, embedding, colin, monkeypatch):
     """The CPU default runs under ONNX Runtime; PyTorch on the same weights gives the same embedding and masks up
     to float rounding (a logit of ~0 may flip a pixel)."""
-    assert segmenter.runtime == "onnx"  # auto on the CPU with onnxruntime installed
+    assert segmenter.runtime == "openvino"  # auto on the CPU: OpenVINO encoder, ONNX Runtime decoder
     monkeypatch.setenv("NNUNET_DFG_SAM_RUNTIME", "torch")
     plain = Segmenter(segmenter.parts)
     assert plain.runtime == "torch"
@@ -239,9 +239,9 @@ def test_split_decoder_agrees_with_stock_decoder(segmenter, embedding, colin):
 
 
 def test_openvino_encoder_agrees_with_onnx_runtime(segmenter, embedding, colin):
-    """runtime 'openvino' (optional package, in the test extras): the encoder under OpenVINO in float32, same
-    embedding to rounding."""
-    seg = Segmenter(segmenter.parts, runtime="openvino")
+    """The default encoder under OpenVINO in float32 and runtime 'onnx' (ONNX Runtime for both halves): the same
+    embedding to rounding, the same masks."""
+    seg = Segmenter(segmenter.parts, runtime="onnx")
     emb = seg.embed(colin[0])
     assert torch.allclose(emb.tensor, embedding.tensor, atol=1e-4)
     boxes = np.array([tight_box(np.isin(colin[1], CEREBELLUM), 5)])
