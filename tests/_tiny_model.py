@@ -53,7 +53,7 @@ def build_tiny_model(root: Path) -> TinyModel:
     env = model.env
     run(["nnunet_dfg", "synthetic", "--n-source", "4", "--n-target", "3", "--n-test", "1",
          "--shape", "12", "48", "48"], env)
-    run(["nnUNetv2_plan_and_preprocess", "-d", str(SOURCE_ID), "-c", "2d", "-np", "1"],
+    run(["nnUNetv2_plan_and_preprocess", "-d", str(SOURCE_ID), "-c", "2d", "-np", "1", "-npfp", "1"],
         {**env, "nnUNet_n_proc_DA": "1"})
     run(["nnUNetv2_train", str(SOURCE_ID), "2d", "all", "-tr", TRAINER, "-device", "cpu"], env)
     assert (model.model_dir / "fold_all" / "checkpoint_final.pth").is_file()

@@ -45,7 +45,9 @@ class PipelineConfig:
     sdg_tile: str = "auto"  # sdg-predict and finetune-sam --tile: auto = 1 for LiteMedSAM (256 px), 2 for SAM/MedSAM
     finetune_epochs: int = 3
     finetune_max_slices: int = 60  # source slices whose embeddings the decoder fine-tuning uses
-    predict_workers: int = 1  # nnUNetv2_predict -npp/-nps; 0 predicts in one process (no worker start-up costs)
+    # nnUNetv2_predict -npp/-nps; None: 0 on the CPU (one process: each worker would import torch for a few small
+    # volumes), nnU-Net's 3 on a GPU (workers keep it fed)
+    predict_workers: Optional[int] = None
 
     def pseudo_id(self, prompt: str) -> int:
         return self.target_id + OUT_ID_OFFSET[prompt]  # refine's default output ids
@@ -79,10 +81,11 @@ class DFGPipeline:
 
     def predict(self, stage: str, dataset: int, phase: str, fold: str) -> Step:
         c = self.cfg
+        workers = str(c.predict_workers if c.predict_workers is not None else 0 if c.device == "cpu" else 3)
         cmd = lambda: ["nnUNetv2_predict", "-i", str(self.test_images),  # noqa: E731
                        "-o", str(self.predictions / stage), "-d", str(dataset), "-c", c.configuration, "-f", fold,
-                       "-tr", c.trainer(phase), "-p", c.plans, "-device", c.device, "-npp", str(c.predict_workers),
-                       "-nps", str(c.predict_workers)] + (["--disable_tta"] if c.disable_tta else [])
+                       "-tr", c.trainer(phase), "-p", c.plans, "-device", c.device, "-npp", workers,
+                       "-nps", workers] + (["--disable_tta"] if c.disable_tta else [])
         return Step(f"predict_{stage}", cmd)
 
     def evaluate(self, stage: str, pred, ref: Path, only_predicted: bool = False) -> Step:
@@ -110,8 +113,9 @@ class DFGPipeline:
         src_ckpt = lambda: self.model(c.source_id, "Source") / f"fold_{c.source_fold}" / "checkpoint_final.pth"  # noqa
         fa_ckpt = lambda: self.model(c.target_id, "FA") / "fold_all" / "checkpoint_final.pth"  # noqa: E731
         steps = [
+            # -npfp: nnU-Net fingerprints with 8 processes by default, each importing torch (~12 s of 2 cores)
             Step("plan_source", ["nnUNetv2_plan_and_preprocess", "-d", str(c.source_id), "-c", c.configuration,
-                                 "-np", "1"], env={"nnUNet_n_proc_DA": "1"}),
+                                 "-np", "1", "-npfp", "1"], env={"nnUNet_n_proc_DA": "1"}),
         ]
         if c.plans == CPU_PLANS:
             steps.append(Step("cpu_plans", action=self.write_cpu_plans))
