@@ -150,7 +150,7 @@ def add_pipeline_parsers(sub) -> None:
     p.add_argument("--no-sdg", action="store_true", help="skip the SDG rows (sdg, sdg_finetuned)")
     p.add_argument("--sdg-finetuned", action="store_true",
                    help="also fine-tune SAM's mask decoder on the source (finetune-sam) and add the sdg_finetuned row "
-                        "(about 4 more minutes; off by default to keep the demo within 20 minutes on 2 cores)")
+                        "(about 5 more minutes; off by default to keep the demo within 20 minutes on 2 cores)")
     p.add_argument("--search-config", default=DEMO_SEARCH_CONFIG,
                    help="JSON overrides of the DFG search constants (default: the growth bound 2x; pixel "
                         "constants are scaled to the slice size by the search itself)")
