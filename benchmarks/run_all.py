@@ -119,7 +119,8 @@ def main() -> None:
             "configurations": list(spec.configurations),
             "command": ".venv/bin/python benchmarks/run_all.py -o bench_out" + (" --quick" if args.quick else "")
             + ("" if args.quick or set(spec.settings) == set(quality_grid.DEFAULT_SETTINGS)
-               else " --configurations " + " ".join(spec.settings))}
+               else " --configurations " + " ".join(spec.settings))
+            + (f" --memory-curve {args.memory_curve}" if args.memory_curve else "")}
     meta["wall_min"] = meta["wall_s"] / 60
     records = read_json(out / "grid.json")
     steps = {"2d": _read(out / "steps_2d.json")}
