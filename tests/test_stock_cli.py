@@ -27,7 +27,8 @@ def chain(request, tmp_path_factory):
         env)
     raw = [root / "raw" / name for name in ("Dataset701_DFGSynthSource", "Dataset702_DFGSynthTarget", "_hidden_labels")]
     raw_before = tree_hashes(*raw)
-    run(["nnUNetv2_plan_and_preprocess", "-d", "701", "-c", config, "-np", "1", "-npfp", "1"], {**env, "nnUNet_n_proc_DA": "1"})
+    run(["nnUNetv2_plan_and_preprocess", "-d", "701", "-c", config, "-np", "1", "-npfp", "1"],
+        {**env, "nnUNet_n_proc_DA": "1"})
     run(["nnUNetv2_train", "701", config, "0", "-tr", "nnUNetTrainerDFG_Source_test", "-device", "cpu"], env)
     source_model = root / "res/Dataset701_DFGSynthSource" / f"nnUNetTrainerDFG_Source_test__nnUNetPlans__{config}"
     source_ckpt = source_model / "fold_0/checkpoint_final.pth"
