@@ -64,7 +64,7 @@ class Segmenter:
                  runtime: Optional[str] = None) -> None:
         self.device = torch.device(device)
         self.parts = parts.to(self.device)
-        # "onnx": ONNX Runtime runs the encoder and decoder (CPU; see onnx_runtime.py); built at first use
+        # "onnx"/"openvino": exported graphs run the encoder and decoder on the CPU (onnx_runtime.py), built at first use
         self.runtime = resolve_runtime(runtime, self.device)
         # BoxDecoder is the stock reference; decoding runs the split form (split_decoder.py): the box-independent
         # image side once per embedding (cached for the last one), the per-box side per call
@@ -167,8 +167,9 @@ def load_segmenter(
     ``spec``: ``"litemedsam"`` (bundled, sha256-verified) or a segment-anything
     checkpoint path, optionally ``"vit_b:/path.pth"``; ``mode`` ``"sam"`` or
     ``"medsam"`` picks the preprocessing for such a checkpoint.  ``sha256``
-    additionally pins a user checkpoint. ``runtime``: ``"auto"`` (ONNX Runtime on the CPU when installed),
-    ``"torch"`` or ``"onnx"``; default ``$NNUNET_DFG_SAM_RUNTIME`` or ``"auto"``. The ONNX graphs are exported
+    additionally pins a user checkpoint. ``runtime``: ``"auto"`` (on the CPU the encoder under OpenVINO and the
+    decoder under ONNX Runtime), ``"openvino"`` (the same), ``"onnx"`` (ONNX Runtime for both) or ``"torch"``;
+    default ``$NNUNET_DFG_SAM_RUNTIME`` or ``"auto"``. The ONNX graphs are exported
     from the modules at first use: train ``parts.mask_decoder`` before the first ``segment``, or use ``"torch"``.
     """
     return Segmenter(build_parts(spec, mode=mode, sha256=sha256), device=device, decode_batch=decode_batch,
