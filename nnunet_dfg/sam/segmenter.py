@@ -64,7 +64,7 @@ class Segmenter:
                  runtime: Optional[str] = None) -> None:
         self.device = torch.device(device)
         self.parts = parts.to(self.device)
-        # "onnx"/"openvino": exported graphs run the encoder and decoder on the CPU (onnx_runtime.py), built at first use
+        # "onnx"/"openvino": exported graphs run encoder and decoder on the CPU (onnx_runtime.py), built at first use
         self.runtime = resolve_runtime(runtime, self.device)
         # BoxDecoder is the stock reference; decoding runs the split form (split_decoder.py): the box-independent
         # image side once per embedding (cached for the last one), the per-box side per call
