@@ -101,8 +101,8 @@ def test_same_box_at_two_resolutions_gives_same_mask(segmenter, embedding, half_
 
 
 def test_onnx_runtime_agrees_with_torch(segmenter, embedding, colin, monkeypatch):
-    """The CPU default runs under ONNX Runtime; PyTorch on the same weights gives the same embedding and masks up
-    to float rounding (a logit of ~0 may flip a pixel)."""
+    """The CPU default runs exported graphs (OpenVINO encoder, ONNX Runtime decoder); PyTorch on the same weights
+    gives the same embedding and masks up to float rounding (a logit of ~0 may flip a pixel)."""
     assert segmenter.runtime == "openvino"  # auto on the CPU: OpenVINO encoder, ONNX Runtime decoder
     monkeypatch.setenv("NNUNET_DFG_SAM_RUNTIME", "torch")
     plain = Segmenter(segmenter.parts)

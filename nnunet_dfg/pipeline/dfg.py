@@ -46,7 +46,7 @@ class PipelineConfig:
     finetune_epochs: int = 3
     finetune_max_slices: int = 60  # source slices whose embeddings the decoder fine-tuning uses
     # nnUNetv2_predict -npp/-nps; None: 0 on the CPU (one process: each worker would import torch for a few small
-    # volumes), nnU-Net's 3 on a GPU (workers keep it fed)
+    # volumes), nnU-Net's own default elsewhere (workers keep a GPU fed)
     predict_workers: Optional[int] = None
 
     def pseudo_id(self, prompt: str) -> int:
@@ -81,11 +81,12 @@ class DFGPipeline:
 
     def predict(self, stage: str, dataset: int, phase: str, fold: str) -> Step:
         c = self.cfg
-        workers = str(c.predict_workers if c.predict_workers is not None else 0 if c.device == "cpu" else 3)
+        workers = c.predict_workers if c.predict_workers is not None else 0 if c.device == "cpu" else None
+        extra = ([] if workers is None else ["-npp", str(workers), "-nps", str(workers)]) \
+            + (["--disable_tta"] if c.disable_tta else [])
         cmd = lambda: ["nnUNetv2_predict", "-i", str(self.test_images),  # noqa: E731
                        "-o", str(self.predictions / stage), "-d", str(dataset), "-c", c.configuration, "-f", fold,
-                       "-tr", c.trainer(phase), "-p", c.plans, "-device", c.device, "-npp", workers,
-                       "-nps", workers] + (["--disable_tta"] if c.disable_tta else [])
+                       "-tr", c.trainer(phase), "-p", c.plans, "-device", c.device] + extra
         return Step(f"predict_{stage}", cmd)
 
     def evaluate(self, stage: str, pred, ref: Path, only_predicted: bool = False) -> Step:

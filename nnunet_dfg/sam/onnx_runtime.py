@@ -3,10 +3,10 @@
 Measured here on 2 CPU cores with LiteMedSAM: the TinyViT encoder takes ~3x less time under ONNX Runtime than
 under PyTorch (ORT folds the batch norms into the convolutions and fuses the window-attention reshapes that eager
 PyTorch runs as separate copies) and another ~1.2-1.4x less under OpenVINO; the mask decoder ~1.2x less under
-ONNX Runtime. The graphs are exported in memory from the loaded
-modules at first use (a few seconds; nothing is written or downloaded), so a fine-tuned decoder is exported with
-its own weights. Outputs agree with PyTorch to ~1e-5 (float rounding), so a mask can differ at a pixel whose
-logit is ~0; within one runtime every result is deterministic.
+ONNX Runtime. The graphs are exported in memory from the loaded modules at first use (a few seconds; nothing is
+written or downloaded), so a fine-tuned decoder is exported with its own weights. Outputs agree with PyTorch to
+~1e-5 (float rounding), so a mask can differ at a pixel whose logit is ~0; within one runtime every result is
+deterministic.
 """
 from __future__ import annotations
 
