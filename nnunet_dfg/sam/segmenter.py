@@ -17,7 +17,7 @@ import torch
 from .box_decoder import BoxDecoder
 from .build import LITEMEDSAM_SPEC, SamParts
 from .finetuned import build_parts
-from .onnx_runtime import OnnxDecoder, OnnxEncoder, OpenVinoEncoder, resolve_runtime
+from .runtimes import OnnxDecoder, OnnxEncoder, OpenVinoEncoder, resolve_runtime
 from .split_decoder import DecoderBoxSide, DecoderImageSide
 from .transforms import (
     FrameGeometry,
@@ -64,7 +64,7 @@ class Segmenter:
                  runtime: Optional[str] = None) -> None:
         self.device = torch.device(device)
         self.parts = parts.to(self.device)
-        # "onnx"/"openvino": exported graphs run encoder and decoder on the CPU (onnx_runtime.py), built at first use
+        # "onnx"/"openvino": exported graphs run encoder and decoder on the CPU (runtimes.py), built at first use
         self.runtime = resolve_runtime(runtime, self.device)
         # BoxDecoder is the stock reference; decoding runs the split form (split_decoder.py): the box-independent
         # image side once per embedding (cached for the last one), the per-box side per call
