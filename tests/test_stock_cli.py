@@ -127,11 +127,15 @@ def test_fa_without_source_weights_refuses(chain):
     assert "pass -pretrained_weights" in proc.stderr
 
 
-def test_refine_then_self_training_through_stock_commands(chain):
+def test_refine_and_what_follows(chain):
+    """DFG step 3 on each configuration's FA model with the real LiteMedSAM; in 2d the chain goes on to
+    self-training (it runs once: the trainer is the same in 3d)."""
+    {"2d": _refine_then_self_training, "3d_fullres": _refine_in_3d_fullres}[chain["config"]](chain)
+
+
+def _refine_then_self_training(chain):
     """DFG steps 3-5 in 2d: pseudo-labels from the FA model with the real LiteMedSAM, preprocessed with the FA
     model's plans, self-training from the full FA checkpoint, stock prediction with the ST trainer."""
-    if chain["config"] != "2d":
-        pytest.skip("the self-training chain runs once, in 2d")
     root, env = chain["root"], chain["env"]
     run(["nnunet_dfg", "refine", "-d", "702", "-c", "2d", "-f", "all", "-tr", "nnUNetTrainerDFG_FA_test",
          "--prompt", "dfg", "--out-id", "802", "--max-slices", "2", "--disable-tta", "--no-progress", "--search-config",
@@ -157,11 +161,9 @@ def test_refine_then_self_training_through_stock_commands(chain):
     assert tree_hashes(*chain["raw"]) == chain["raw_before"]
 
 
-def test_refine_in_3d_fullres(chain):
+def _refine_in_3d_fullres(chain):
     """DFG step 3 on a 3D model: softmax and features from nnU-Net's 3D sliding window, searched slice by slice
     along axis 0 with the real LiteMedSAM, labels exported back to the image grid and post-processed in 3D."""
-    if chain["config"] != "3d_fullres":
-        pytest.skip("2d refine runs in the self-training chain")
     root, env = chain["root"], chain["env"]
     run(["nnunet_dfg", "refine", "-d", "702", "-c", "3d_fullres", "-f", "all", "-tr", "nnUNetTrainerDFG_FA_test",
          "--prompt", "dfg", "--out-id", "802", "--max-slices", "2", "--disable-tta", "--no-progress",
