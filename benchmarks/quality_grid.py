@@ -130,8 +130,7 @@ class GridRun:
                              variant=setting.variant, oracle_variant=setting.oracle_variant, plans=s.plans, seed=seed,
                              target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
                              search_config=setting.search_config, sdg=s.sdg,
-                             sdg_finetuned=s.sdg and seed in s.sdg_finetuned_seeds,
-                             predict_workers=0)
+                             sdg_finetuned=s.sdg and seed in s.sdg_finetuned_seeds)
         runner = Runner(work or self.chain_work(configuration, seed, severity), env, quiet=True)
         return DFGPipeline(cfg, runner, Path(env["nnUNet_raw"]), Path(env["nnUNet_results"]))
 
