@@ -4,15 +4,17 @@ Why: at the benchmark's severity (0.7: the liver's contrast inverted) SAM prompt
 boxes is below the source model alone on every organ (BENCHMARKS.md). SDG can only refine what the source model
 finds; this measures whether it helps where the source model still finds the organs. Per seed and severity: the
 grid's generator writes the target (the same patients at another severity), ``nnUNetv2_predict`` with the source
-model gives source_only and ``sdg-predict`` with the shipped segmenter gives sdg, both scored on the 8 test
-images; the difference is paired per case and pooled over the seeds. The grid's own severity is read from the
-grid, not recomputed.
+model gives source_only, ``sdg-predict`` with the shipped segmenter gives sdg and with the grid's decoder
+fine-tuned on that seed's source (``finetune-sam`` learns from the source only, so nothing is retrained) gives
+sdg_finetuned, all scored on the 8 test images; each SDG row's difference to source_only is paired per case and
+pooled over the seeds. The grid's own severity is read from the grid, not recomputed.
 
     .venv/bin/python benchmarks/sdg_by_severity.py -o bench_out [--severities 0.3 0.5] [--seeds 0 1 2]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +26,7 @@ from nnunet_dfg.statistics import bootstrap_interval, case_dice, paired_differen
 
 import quality_grid
 
-STAGES = ("source_only", "sdg")
+STAGES = ("source_only", "sdg", "sdg_finetuned")
 
 
 def evaluations(grid: quality_grid.GridRun, seed: int, severity: float, out: Path) -> dict:
@@ -34,6 +36,8 @@ def evaluations(grid: quality_grid.GridRun, seed: int, severity: float, out: Pat
     else:
         work = out / f"seed{seed}" / f"severity{severity:g}"
         p = grid.pipeline("2d", seed, severity, work)
+        checkpoint = grid.chain_work("2d", seed, grid.spec.severities[0]) / "sam_finetuned_on_source.pth"
+        p.cfg = dataclasses.replace(p.cfg, sdg_checkpoint=checkpoint)
         wanted = {f"{kind}_{stage}" for stage in STAGES for kind in ("predict", "evaluate")}
         for step in p.steps():
             if step.name in wanted:
@@ -42,10 +46,12 @@ def evaluations(grid: quality_grid.GridRun, seed: int, severity: float, out: Pat
 
 
 def summary(runs: list[dict]) -> dict:
-    """Mean Dice of both stages, per class and overall, and the paired sdg - source_only difference."""
-    diffs = np.concatenate([paired_differences(case_dice(r["sdg"]), case_dice(r["source_only"])) for r in runs])
-    mean, low, high = bootstrap_interval(diffs)
-    out = {"n": int(diffs.size), "sdg_minus_source": [round(mean, 3), round(low, 3), round(high, 3)]}
+    """Mean Dice of every stage, per class and overall, and each SDG row's paired difference to source_only."""
+    out = {}
+    for stage in STAGES[1:]:
+        diffs = np.concatenate([paired_differences(case_dice(r[stage]), case_dice(r["source_only"])) for r in runs])
+        mean, low, high = bootstrap_interval(diffs)
+        out["n"], out[f"{stage}_minus_source"] = int(diffs.size), [round(mean, 3), round(low, 3), round(high, 3)]
     for stage in STAGES:
         out[stage] = round(float(np.mean([d for r in runs for d in case_dice(r[stage]).values()])), 3)
         classes = runs[0][stage]["per_class"]

@@ -27,6 +27,11 @@ def env_folder(name: str) -> Path:
     return Path(value)
 
 
+def datasets_with_id(root: Path, number: int) -> list[Path]:
+    """The ``DatasetXXX_*`` folders in ``root`` with this id (more than one makes nnU-Net's id lookup ambiguous)."""
+    return sorted(p for p in Path(root).glob(f"Dataset{number:03d}_*") if p.is_dir()) if Path(root).is_dir() else []
+
+
 def dataset_folder(root: Path, dataset_id: int | str) -> Path:
     """The ``DatasetXXX_Name`` folder for an id (or a full name) inside ``root``.
 
@@ -42,7 +47,7 @@ def dataset_folder(root: Path, dataset_id: int | str) -> Path:
         number = int(name)
     except ValueError:
         raise UserError(f"dataset id must be a number or a DatasetXXX_Name, got {name!r}") from None
-    matches = sorted(p for p in root.glob(f"Dataset{number:03d}_*") if p.is_dir()) if root.is_dir() else []
+    matches = datasets_with_id(root, number)
     if not matches:
         raise UserError(f"unknown dataset id {number}: no Dataset{number:03d}_* in {root}")
     if len(matches) > 1:

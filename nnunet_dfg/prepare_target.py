@@ -19,7 +19,8 @@ from tqdm import tqdm
 from .errors import UserError
 from .image_checks import check_case_images
 from .target_normalization import changed_channels, image_channel_reader, target_plans
-from .nnunet_io import atomic_folder, atomic_path, dataset_folder, env_folder, list_cases, read_json, write_json_atomic
+from .nnunet_io import (atomic_folder, atomic_path, dataset_folder, datasets_with_id, env_folder, list_cases, read_json,
+                        resolve_model_folder, write_json_atomic)
 
 
 def model_folder(source: int | str, trainer: str, plans: str, configuration: str | None) -> Path:
@@ -27,16 +28,13 @@ def model_folder(source: int | str, trainer: str, plans: str, configuration: str
 
     Without a configuration, the one trained configuration of that trainer and plans is taken.
     """
-    results = dataset_folder(env_folder("nnUNet_results"), source)
     if configuration is None:
+        results = dataset_folder(env_folder("nnUNet_results"), source)
         found = sorted(results.glob(f"{trainer}__{plans}__*"))
         if len(found) != 1:
             raise UserError(f"{len(found)} trained {trainer}__{plans} models in {results}: choose one with -c")
         return found[0]
-    folder = results / f"{trainer}__{plans}__{configuration}"
-    if not folder.is_dir():
-        raise UserError(f"no trained source model at {folder}")
-    return folder
+    return resolve_model_folder(None, source, trainer, plans, configuration)
 
 
 def check_compatible(source_dataset: dict, target_dataset: dict | None, num_found_channels: int | None = None) -> None:
@@ -81,6 +79,8 @@ def _save_case(preprocessor, files, seg_file, plans_manager, configuration_manag
     patch = tuple(configuration_manager.patch_size)
     blocks, chunks = comp_blosc2_params(data.shape, patch, data.itemsize)
     blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, patch, seg.itemsize)
+    # not nnunet_io.atomic_path: nnU-Net's save_case writes three files from one name; the .pkl (the case's done
+    # mark) is renamed last
     tmp = out_truncated.with_name(f".tmp_{out_truncated.name}")
     nnUNetDatasetBlosc2.save_case(data, seg, properties, str(tmp), chunks=chunks, blocks=blocks,
                                   chunks_seg=chunks_seg, blocks_seg=blocks_seg)
@@ -173,6 +173,7 @@ def prepare_target(target_raw: Path, model_dir: Path, configurations: list[str] 
         final = out / cm.data_identifier
         if final.is_dir():
             continue
+        # not nnunet_io.atomic_folder: the partial folder is kept on failure so that a rerun resumes case by case
         partial = out / f".{cm.data_identifier}.partial"
         partial.mkdir(parents=True, exist_ok=True)
         preprocessor = cm.preprocessor_class(verbose=False)
@@ -200,7 +201,7 @@ def link_folder_as_dataset(images: Path, dataset_id: int, name: str, file_ending
     ``channel_names`` (the CLI passes the source's: a bare folder says nothing of its modality, so it keeps the
     source's normalisation) default to ``channelN``, which nnU-Net's convention reads as non-CT."""
     raw_root = raw_root or env_folder("nnUNet_raw")
-    if raw_root.is_dir() and any(raw_root.glob(f"Dataset{dataset_id:03d}_*")):
+    if datasets_with_id(raw_root, dataset_id):
         raise UserError(f"dataset id {dataset_id} is already used in {raw_root}")
     cases = list_cases(images, file_ending, num_channels)
     with atomic_folder(raw_root / f"Dataset{dataset_id:03d}_{name}") as tmp:

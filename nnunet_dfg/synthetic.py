@@ -32,10 +32,13 @@ import json
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+
+from .nnunet_io import datasets_with_id
 
 LABELS = {"background": 0, "spleen": 1, "right_kidney": 2, "left_kidney": 3, "liver": 4}
 
@@ -242,10 +245,9 @@ def _dataset_json(channel: str, n_training: int, description: str) -> dict:
 def _check_free(raw_root: str, dataset_id: int) -> None:
     """Refuse any existing DatasetXXX_* folder: overwriting, or a second folder with
     the same id (which makes nnU-Net's id lookup ambiguous), would hurt user data."""
-    prefix = f"Dataset{dataset_id:03d}_"
-    taken = sorted(d for d in os.listdir(raw_root) if d.startswith(prefix)) if os.path.isdir(raw_root) else []
+    taken = datasets_with_id(Path(raw_root), dataset_id)
     if taken:
-        raise FileExistsError(f"{os.path.join(raw_root, taken[0])} already exists; refusing to overwrite it")
+        raise FileExistsError(f"{taken[0]} already exists; refusing to overwrite it")
 
 
 def write_benchmark(raw_root: str, source_id: int = 701, target_id: int = 702, n_source: int = 12,

@@ -63,7 +63,7 @@ def test_case_missing_a_channel(root):
 
 def test_missing_model_folder(root):
     assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701", "-tr", "Nope", "-c", "2d"], root),
-                           "no trained source model")
+                           "no trained model at")
     assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701", "-tr", "Nope"], root),
                            "0 trained Nope__nnUNetPlans models")
 

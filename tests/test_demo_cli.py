@@ -21,6 +21,11 @@ def test_demo_runs_every_stage_and_prints_the_stage_table(tmp_path):
     for stage, row in table.items():
         assert 0.0 <= row["mean_dice"] <= 1.0 and set(row["per_class"]) == {"spleen", "right_kidney", "left_kidney",
                                                                             "liver"}, stage
+    # the real LiteMedSAM searched and decoded boxes on the target training images (refine's per-case reports)
+    reports = [json.loads(p.read_text())
+               for p in sorted((out / "nnUNet_raw").glob("Dataset802_*/dfg_refine/reports/*.json"))]
+    assert len(reports) == 2
+    assert sum(len(r["slices_searched"]) for r in reports) >= 1 and sum(r["calls"]["decoder"] for r in reports) >= 1
     printed = proc.stdout[proc.stdout.index("source_in_domain"):]
     assert all(stage in printed for stage in STAGES) and "stage table:" in printed
     assert "source < FA" in printed and "self-trained >= 0.9x oracle" in printed  # the paired goal checks

@@ -71,6 +71,24 @@ def test_pipeline_steps_refine_once_and_start_the_oracle_from_the_source(tmp_pat
     assert init.endswith("Dataset701_X/nnUNetTrainerDFG_Source_demo__nnUNetPlans__2d/fold_0/checkpoint_final.pth")
 
 
+def test_a_given_sdg_checkpoint_replaces_the_fine_tuning_step(tmp_path):
+    """``sdg_checkpoint``: the fine-tuned decoder of this source model (it learnt from the source only) predicts the
+    sdg_finetuned row of another target without training a second one."""
+    from nnunet_dfg.pipeline.dfg import DFGPipeline, PipelineConfig
+
+    checkpoint = tmp_path / "decoder.pth"
+    cfg = PipelineConfig(source_id=701, target_id=703, target_labels_ts=tmp_path / "labelsTs",
+                         sdg_checkpoint=checkpoint)
+    for folder in ("res/Dataset701_X", "raw/Dataset703_Y"):
+        (tmp_path / folder).mkdir(parents=True)
+    steps = {s.name: s for s in DFGPipeline(cfg, Runner(tmp_path / "work", {}), tmp_path / "raw",
+                                            tmp_path / "res").steps()}
+    assert "finetune_sam" not in steps and "evaluate_sdg_finetuned" in steps
+    command = steps["predict_sdg_finetuned"].command
+    command = command() if callable(command) else command
+    assert command[command.index("--sam") + 1] == str(checkpoint)
+
+
 def test_cpu_plans_seed_and_the_source_in_domain_row(tmp_path):
     import json
 

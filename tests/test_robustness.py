@@ -186,13 +186,40 @@ def defective(tiny) -> dict[str, int]:
 @pytest.mark.parametrize("defect, fragment", [
     ("nan", "ERROR: case_0001: image contains NaN (1 voxel)"),
     ("constant", "ERROR: case_0001: image is constant (value 0.0): nothing to segment")])
-@pytest.mark.parametrize("command", ["refine", "prepare-target"])
+@pytest.mark.parametrize("command", ["refine", "prepare-target", "sdg-predict"])
 def test_defective_image_is_refused_before_anything_is_written(tiny, defective, command, defect, fragment):
     dataset = defective[defect]
     if command == "refine":
         args = tiny.refine_args("--out-id", "832", dataset=dataset)
+    elif command == "sdg-predict":
+        images = tiny.raw / f"Dataset{dataset}_{defect.capitalize()}" / "imagesTr"
+        args = ["sdg-predict", "-i", str(images), "-o", str(tiny.root / "sdg_out"), "-m", str(tiny.model_dir),
+                "-f", "all", "--disable-tta", "--no-progress"]
     else:
         args = ["prepare-target", "-d", str(dataset), "-m", str(tiny.model_dir), "-c", "2d"]
+    assert _refused(tiny, args, "case_0001") == fragment
+
+
+@pytest.mark.parametrize("defect, fragment", [
+    ("nan", "ERROR: case_0001: image contains NaN (1 voxel)"),
+    ("constant", "ERROR: case_0001: image is constant (value 0.0): nothing to segment")])
+def test_finetune_sam_refuses_a_defective_source_image(tiny, defect, fragment):
+    """A labelled source whose case_0001 image is defective: no checkpoint is written."""
+    source = tiny.raw / "Dataset701_DFGSynthSource"
+    dataset_id = {"nan": 726, "constant": 727}[defect]
+    folder = tiny.raw / f"Dataset{dataset_id}_Source{defect.capitalize()}"
+    shutil.copytree(source, folder)
+    image_file = folder / "imagesTr" / "case_0001_0000.nii.gz"
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(image_file)))
+    if defect == "nan":
+        array[0, 0, 0] = np.nan
+    else:
+        array[...] = 0.0
+    edited = sitk.GetImageFromArray(array)
+    edited.CopyInformation(sitk.ReadImage(str(image_file)))
+    sitk.WriteImage(edited, str(image_file))
+    args = ["finetune-sam", "-d", str(dataset_id), "-o", str(tiny.root / "ft.pth"), "--boxes", "gt", "-c", "none",
+            "--epochs", "1", "--no-progress"]
     assert _refused(tiny, args, "case_0001") == fragment
 
 

@@ -42,6 +42,30 @@ def test_jitter_moves_each_side_outward_by_at_most_nine():
         jitter_box(np.zeros((4, 4), bool), rng)
 
 
+def test_finetune_jitter_is_scaled_to_the_slice_side(monkeypatch):
+    """The reference jitters 0..9 px per side on 512 px slices; a 64 px slice gets 0..1 px (not a jitter as wide
+    as its organs), and the training loop draws each slice's jitter with its own slice's bound."""
+    from nnunet_dfg.sam import load_segmenter
+    from nnunet_dfg.sdg import finetune as finetune_module
+    config = finetune_module.FinetuneConfig()
+    assert [config.shift_for((s, s)) for s in (64, 256, 512, 1024)] == [1, 5, 9, 18]
+    assert dataclasses.replace(config, reference_side=0).shift_for((64, 64)) == 9
+    seen, real = [], finetune_module.item_prompts
+
+    def recording(item, rng, max_shift, min_pixels):
+        seen.append((item.image.shape, max_shift))
+        return real(item, rng, max_shift, min_pixels)
+    monkeypatch.setattr(finetune_module, "item_prompts", recording)
+    pool = []
+    for side in (64, 128):
+        image, label = np.zeros((side, side), np.float32), np.zeros((side, side), np.int16)
+        image[side // 4:side // 2, side // 4:side // 2], label[side // 4:side // 2, side // 4:side // 2] = 200.0, 1
+        pool.append(TrainingSlice(image, label, f"case_{side}/0"))
+    finetune_module.finetune_mask_decoder(load_segmenter("litemedsam"), pool,
+                                          finetune_module.FinetuneConfig(epochs=1, slices_per_epoch=2))
+    assert sorted(seen) == [((64, 64), 1), ((128, 128), 2)]
+
+
 def test_slice_prompts_and_foreground_slices():
     label = np.zeros((3, 20, 20), np.int16)
     label[1, 2:5, 2:5] = 1
@@ -278,6 +302,8 @@ def test_finetune_tiled_on_refined_boxes_then_sdg_predict_with_it(tiny, tmp_path
     summary = sdg_predict(_predict(tiny, tmp_path / "pred", sam=str(ckpt), num_parts=3, part_id=0, tile=2))
     assert summary["cases_done"] == ["case_0000"] and 1 <= summary["encoder_calls"] <= 3
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred" / "case_0000.nii.gz")))
+    image = sitk.ReadImage(str(tiny.raw / "Dataset702_DFGSynthTarget" / "imagesTr" / "case_0000_0000.nii.gz"))
+    assert label.shape == sitk.GetArrayFromImage(image).shape and set(np.unique(label)) <= {0, 1, 2, 3, 4}
     print(f"\nfine-tuned SDG, case_0000: encoder passes {summary['encoder_calls']}, "
           f"voxels per class {np.bincount(label.ravel(), minlength=5).tolist()}")
 

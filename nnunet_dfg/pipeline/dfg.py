@@ -45,6 +45,9 @@ class PipelineConfig:
     sdg_tile: str = "auto"  # sdg-predict and finetune-sam --tile: auto = 1 for LiteMedSAM (256 px), 2 for SAM/MedSAM
     finetune_epochs: int = 3
     finetune_max_slices: int = 60  # source slices whose embeddings the decoder fine-tuning uses
+    # a finetune-sam checkpoint of this source model to predict the sdg_finetuned row with, instead of training one
+    # (the decoder learns from the source only, so one serves every target of that source)
+    sdg_checkpoint: Optional[Path] = None
     # nnUNetv2_predict -npp/-nps; None: 0 on the CPU (one process: each worker would import torch for a few small
     # volumes), nnU-Net's own default elsewhere (workers keep a GPU fed)
     predict_workers: Optional[int] = None
@@ -194,17 +197,16 @@ class DFGPipeline:
                 + self.sam_intensity_args)
         if not c.sdg_finetuned:
             return [predict("sdg", c.sam)]
-        return [
-            predict("sdg", c.sam),
-            # the source model's refined boxes on its training slices, on the canvases sdg-predict uses
-            Step("finetune_sam", lambda: [
-                "nnunet_dfg", "finetune-sam", "-d", str(c.source_id), "-o", str(checkpoint), "-c", c.configuration,
-                "-p", c.plans, "--boxes", "refined", "-m", str(self.model(c.source_id, "Source")), "-f",
-                c.source_fold, "--tile", str(c.sdg_tile), "--sam", c.sam, "--epochs", str(c.finetune_epochs),
-                "--max-slices", str(c.finetune_max_slices), "-device", c.device, "--no-progress"]
-                + (["--disable-tta"] if c.disable_tta else [])),
-            predict("sdg_finetuned", str(checkpoint)),
-        ]
+        if c.sdg_checkpoint is not None:
+            return [predict("sdg", c.sam), predict("sdg_finetuned", str(c.sdg_checkpoint))]
+        # the source model's refined boxes on its training slices, on the canvases sdg-predict uses
+        finetune = Step("finetune_sam", lambda: [
+            "nnunet_dfg", "finetune-sam", "-d", str(c.source_id), "-o", str(checkpoint), "-c", c.configuration,
+            "-p", c.plans, "--boxes", "refined", "-m", str(self.model(c.source_id, "Source")), "-f",
+            c.source_fold, "--tile", str(c.sdg_tile), "--sam", c.sam, "--epochs", str(c.finetune_epochs),
+            "--max-slices", str(c.finetune_max_slices), "-device", c.device, "--no-progress"]
+            + (["--disable-tta"] if c.disable_tta else []))
+        return [predict("sdg", c.sam), finetune, predict("sdg_finetuned", str(checkpoint))]
 
     def write_cpu_plans(self) -> None:
         """nnUNetPlansCPU beside the nnUNetPlans that planning wrote (same preprocessed data, narrower network)."""

@@ -23,7 +23,7 @@ from typing import Mapping
 
 from ..command_base import check_same_settings
 from ..errors import UserError
-from ..nnunet_io import atomic_path, read_json, write_segmentation
+from ..nnunet_io import atomic_path, datasets_with_id, read_json, write_segmentation
 
 METADATA_KEY = "dfg_pseudo_labels"
 
@@ -138,7 +138,7 @@ def resolve_output(raw_root: Path, out_id: int | None, target_id: int | None, na
     if target_id is not None and out_id == target_id:
         raise UserError(f"output dataset id {out_id} is the target's own id")
     folder = raw_root / f"Dataset{out_id:03d}_{name}"
-    taken = sorted(p.name for p in raw_root.glob(f"Dataset{out_id:03d}_*")) if raw_root.is_dir() else []
+    taken = [p.name for p in datasets_with_id(raw_root, out_id)]
     others = [t for t in taken if t != folder.name]
     if others:
         raise UserError(f"dataset id {out_id} is already used by {others[0]}; choose another --out-id")

@@ -1,4 +1,5 @@
-"""`BoxDecoder`: the decoding graph for box prompts, shared by the PyTorch path and the ONNX export."""
+"""`BoxDecoder`: SAM's box-prompt decoder in its stock order: the graph ``finetune-sam`` trains through, and the
+reference that the split decoder (``split_decoder.py``, which inference and the ONNX export run) is tested against."""
 from __future__ import annotations
 
 import torch

@@ -14,7 +14,6 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .box_decoder import BoxDecoder
 from .build import LITEMEDSAM_SPEC, SamParts
 from .finetuned import build_parts
 from .runtimes import OnnxDecoder, OnnxEncoder, OpenVinoEncoder, resolve_runtime
@@ -66,9 +65,9 @@ class Segmenter:
         self.parts = parts.to(self.device)
         # "onnx"/"openvino": exported graphs run encoder and decoder on the CPU (runtimes.py), built at first use
         self.runtime = resolve_runtime(runtime, self.device)
-        # BoxDecoder is the stock reference; decoding runs the split form (split_decoder.py): the box-independent
-        # image side once per embedding (cached for the last one), the per-box side per call
-        self._box_decoder = BoxDecoder(self.parts.prompt_encoder, self.parts.mask_decoder).eval()
+        # decoding runs the split form of SAM's decoder (split_decoder.py; box_decoder.BoxDecoder is the stock
+        # order it is tested against): the box-independent image side once per embedding (cached for the last
+        # one), the per-box side per call
         self._image_side = DecoderImageSide(self.parts.prompt_encoder, self.parts.mask_decoder).eval()
         self._box_side = DecoderBoxSide(self.parts.prompt_encoder, self.parts.mask_decoder).eval()
         self._prepared: tuple = (None, None)  # (embedding tensor, its image-side tensors), identity-keyed

@@ -23,7 +23,7 @@ import numpy as np
 from ..command_base import (ModelOptions, add_model_arguments, add_sam_intensity_arguments, check_images,
                             check_same_settings, check_sam_intensity, options_from_args, open_segmenter, portable)
 from ..errors import UserError
-from ..nnunet_io import (dataset_folder, env_folder, list_cases, read_json, resolve_model_folder, write_json_atomic,
+from ..nnunet_io import (dataset_folder, env_folder, list_cases, read_json, write_json_atomic,
                          write_segmentation)
 
 SETTINGS_FILE = "sdg_predict.json"
@@ -40,30 +40,20 @@ class PredictOptions(ModelOptions):
     threshold: float = 0.75
 
 
-@dataclass
-class FinetuneOptions:
-    dataset: str
+@dataclass(kw_only=True)
+class FinetuneOptions(ModelOptions):
+    """``-d``: the labelled SOURCE dataset; with ``--boxes refined`` the model options name the source model whose
+    SDG boxes prompt the training slices (``-num_parts``/``-part_id``/``-step_size`` keep their defaults)."""
+
     output: Path
-    configuration: str = "2d"
-    plans: str = "nnUNetPlans"
-    sam: str = "litemedsam"
-    sam_mode: str | None = None
+    trainer: str = "nnUNetTrainerDFG_Source"
+    tile: int | str = "auto"        # as sdg-predict's --tile
     epochs: int = 10
     slices_per_epoch: int = 200
     max_slices: int | None = None  # fixed random subset of the foreground slices (bounds encoder passes, memory)
     seed: int = 0
-    device: str = "cpu"
-    progress: bool = True
     boxes: str = "refined"          # refined: the source model's SDG boxes (-m or -d/-tr/-p/-c, -f); gt: labels'
-    tile: int | str = "auto"        # as sdg-predict's --tile
     threshold: float = 0.75         # SDG box threshold, as sdg-predict's
-    model: Path | None = None
-    trainer: str = "nnUNetTrainerDFG_Source"
-    fold: str = "0"
-    checkpoint: str = "checkpoint_final.pth"
-    disable_tta: bool = False
-    sam_intensity: str = "auto"     # --boxes refined: SAM sees the source as sdg-predict feeds it (ModelOptions')
-    sam_window: str | None = None
 
 
 BOX_SOURCES = ("refined", "gt")
@@ -196,18 +186,15 @@ def _training_pool(opts: FinetuneOptions, raw: Path) -> tuple[list, int, dict]:
         pool = source_slices(raw, opts.configuration, opts.plans)
         return pool, len(pool), {}
     from ..prompt_search import SDGConfig
-    from ..sam.intensity import parse_window, resolve_modality, sam_image
-    from ..volume.predictor import FeaturePredictor
     from .source import refined_slices
     if opts.configuration == "none":
         raise UserError("-c none has no source model to refine boxes with: use --boxes gt, or the model's -c")
-    model = resolve_model_folder(opts.model, opts.dataset, opts.trainer, opts.plans, opts.configuration)
-    predictor = FeaturePredictor(model, opts.fold, opts.checkpoint, opts.device, not opts.disable_tta)
+    model = opts.resolve_model()
+    predictor = opts.open_predictor(model)
     # SAM's input as sdg-predict makes it (the raw image windowed by modality), here of the source's modality
-    modality = resolve_modality(opts.sam_intensity, read_json(raw / "dataset.json"))
-    window = parse_window(opts.sam_window)
+    modality = opts.sam_modality(raw / "imagesTr", read_json(model / "dataset.json"))
     pool, _ = refined_slices(raw, predictor, SDGConfig(threshold=opts.threshold), opts.progress,
-                             lambda files: sam_image(predictor.raw_image(files), modality, window))
+                             lambda files: opts.sam_volume(predictor, files, modality))
     return pool, len(pool), {"model": portable(model), "fold": str(opts.fold), "checkpoint": opts.checkpoint,
                              "mirroring": not opts.disable_tta, "threshold": opts.threshold,
                              "sam_modality": modality, "sam_window": opts.sam_window}

@@ -5,12 +5,14 @@ computed once, without gradients, and reused in every epoch (the cache holds one
 4 MiB, per distinct canvas visited). A canvas is one slice, or with ``tile=2`` up to four consecutive slices of a
 case pasted 2x2 exactly as ``sdg-predict --tile 2`` pastes them (``sam.tiling``), each box shifted into its tile
 and its logits cropped back to its slice, so the decoder is trained on the inputs it will see. The decoding graph
-is inference's own (``sam.box_decoder.BoxDecoder``), the loss nnU-Net's soft Dice + binary cross-entropy on logits
+is SAM's stock one (``sam.box_decoder.BoxDecoder``), which inference's split decoder equals to float rounding
+(tests/test_sam.py), the loss nnU-Net's soft Dice + binary cross-entropy on logits
 brought to the slice's own resolution with the same upsample-crop-resize as inference
 (``transforms.postprocess_logits``), so training optimises exactly the masks ``Segmenter.segment`` thresholds at 0.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 
+from ..prompt_search.config import scale_distance
 from ..sam.box_decoder import BoxDecoder
 from ..sam.tiling import CanvasLayout, boxes_to_canvas, compose_canvas
 from ..sam.transforms import FrameGeometry, boxes_to_frame, postprocess_logits, validate_boxes
@@ -26,9 +29,11 @@ from .slices import TrainingSlice, epoch_order, item_prompts, tile_groups
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """SDG reference values: Adam lr 1e-4, weight decay 1e-3, boxes jittered by 0..9 px per side. ``tile``: 2 trains
-    on 2x2 canvases (as ``sdg-predict --tile 2`` infers); an epoch then visits ceil(slices_per_epoch / 4)
-    canvases."""
+    """SDG reference values: Adam lr 1e-4, weight decay 1e-3, boxes jittered by 0..9 px per side of the reference's
+    512 px slices (``reference_side``; ``shift_for`` scales the jitter to each slice's side as the DFG search scales
+    its distances, so a 64 px slice gets 0..1 px instead of a jitter as wide as its organs; 0: plain pixels).
+    ``tile``: 2 trains on 2x2 canvases (as ``sdg-predict --tile 2`` infers); an epoch then visits
+    ceil(slices_per_epoch / 4) canvases."""
 
     epochs: int = 10
     slices_per_epoch: int = 200
@@ -38,14 +43,21 @@ class FinetuneConfig:
     min_pixels: int = 1      # ground-truth boxes: a class needs this many pixels on a slice to be prompted there
     seed: int = 0
     tile: int = 1
+    reference_side: int = 512
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.slices_per_epoch < 1:
             raise ValueError("epochs and slices_per_epoch must be >= 1")
-        if self.lr <= 0 or self.weight_decay < 0 or self.max_shift < 0:
-            raise ValueError("lr must be > 0, weight_decay and max_shift >= 0")
+        if self.lr <= 0 or self.weight_decay < 0 or self.max_shift < 0 or self.reference_side < 0:
+            raise ValueError("lr must be > 0, weight_decay, max_shift and reference_side >= 0")
         if self.tile not in (1, 2):
             raise ValueError(f"tile must be 1 or 2, got {self.tile}")
+
+    def shift_for(self, shape: tuple[int, int]) -> int:
+        """The jitter bound in pixels of a (H, W) slice: ``max_shift`` scaled by sqrt(H * W) / ``reference_side``."""
+        if not self.reference_side:
+            return self.max_shift
+        return scale_distance(self.max_shift, math.sqrt(shape[0] * shape[1]) / self.reference_side)
 
 
 _DICE_BCE = DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1.0, "ddp": False})
@@ -145,7 +157,8 @@ def finetune_mask_decoder(segmenter: Any, pool: Sequence[TrainingSlice], config:
             losses = []
             for step, index in enumerate(epoch_order(len(groups), per_epoch, rng)):
                 items = [pool[i] for i in groups[int(index)]]
-                prompts = [item_prompts(item, rng, config.max_shift, config.min_pixels) for item in items]
+                prompts = [item_prompts(item, rng, config.shift_for(item.image.shape), config.min_pixels)
+                           for item in items]
                 if not any(classes for classes, _, _ in prompts):
                     continue
                 embedding, geometry, layout = cache.get(int(index), [item.image for item in items], config.tile)

@@ -7,9 +7,10 @@ model boxed a class that is not there (the reference trains on such slices too),
 box is not trained on (inference gives it no box either). ``gt``: tight ground-truth boxes (the reference's
 ablation).
 
-Jitter, as the reference's loaders (``np.random.randint(0, 10)`` per side): every side of the box moves
-*outward* by its own uniform integer in [0, max_shift] (0..9), clipped to the slice, drawn anew each time a slice
-is visited, so the decoder learns to tolerate loose boxes rather than to expect tight ones.
+Jitter, as the reference's loaders (``np.random.randint(0, 10)`` per side on its 512 px slices): every side of the
+box moves *outward* by its own uniform integer in [0, max_shift], clipped to the slice, drawn anew each time a
+slice is visited, so the decoder learns to tolerate loose boxes rather than to expect tight ones. ``max_shift`` is
+in the slice's pixels here; ``finetune.FinetuneConfig.shift_for`` scales the reference's 9 to the slice.
 """
 from __future__ import annotations
 
