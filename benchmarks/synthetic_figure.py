@@ -1,0 +1,64 @@
+"""A picture of the synthetic benchmark: the same patient in the source (MRI-like) and the target (CT-like) domain.
+
+Why: the shift has to look like what it claims (organs visible in both domains, the liver apart from the fat
+around it in the CT-like target), which a table of means cannot show. The anatomy is drawn first from the
+generator, so one seed gives the same patient in both domains; the target (at the given severity, and at 1, its
+full CT-like appearance) is shown through the CT soft-tissue window SAM is fed ([-125, 275] HU), the source
+through the 0.5-99.5 percentiles of its non-zero voxels (SAM's MR window), each with the organs' outlines.
+
+    .venv/bin/python benchmarks/synthetic_figure.py [--severity 0.7] [--seed 0] [-o docs/benchmarks/synthetic_domains.png]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from nnunet_dfg.sam.intensity import DEFAULT_CT_WINDOW  # noqa: E402
+from nnunet_dfg.synthetic import LABELS, make_case  # noqa: E402
+
+SHAPE = (12, 64, 64)  # the demo's and the benchmark's volumes
+
+
+def window(image: np.ndarray, domain: str) -> np.ndarray:
+    low, high = DEFAULT_CT_WINDOW if domain == "target" else np.percentile(image[image > 0], (0.5, 99.5))
+    return np.clip((image - low) / (high - low), 0.0, 1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--severity", type=float, default=0.7)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-o", type=Path, default=Path("docs/benchmarks/synthetic_domains.png"))
+    args = parser.parse_args()
+    slices = (3, 6, 9)
+    rows = [("source", 0.0), ("target", args.severity)] + ([("target", 1.0)] if args.severity != 1.0 else [])
+    fig, axes = plt.subplots(len(rows), len(slices), figsize=(3.2 * len(slices), 3.3 * len(rows)))
+    for row, (domain, severity) in enumerate(rows):
+        image, label, _ = make_case(np.random.default_rng(args.seed), domain, severity, SHAPE)
+        shown = window(image, domain)
+        for ax, z in zip(axes[row], slices):
+            ax.imshow(shown[z], cmap="gray", vmin=0, vmax=1)
+            for i, (name, value) in enumerate((k, v) for k, v in LABELS.items() if v):
+                if (label[z] == value).any():
+                    ax.contour(label[z] == value, levels=[0.5], colors=[f"C{i}"], linewidths=0.8)
+            ax.set_title(f"{domain}{f' (severity {severity:g})' if domain == 'target' else ''}, slice {z}",
+                         fontsize=9)
+            ax.axis("off")
+    handles = [plt.Line2D([], [], color=f"C{i}", label=name) for i, name in enumerate(k for k, v in LABELS.items() if v)]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
+    fig.suptitle(f"synthetic benchmark, seed {args.seed}: source (MRI-like, percentile window), target (CT-like, "
+                 f"window {DEFAULT_CT_WINDOW[0]:g}..{DEFAULT_CT_WINDOW[1]:g} HU)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.96))
+    args.o.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.o, dpi=110)
+    print(f"written {args.o}")
+
+
+if __name__ == "__main__":
+    main()
