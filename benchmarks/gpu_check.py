@@ -71,9 +71,11 @@ def build_parts(checkpoint: str | None, tiny: bool):
 def refinement_figures(parts, device: torch.device, n_boxes: int, repeat: int, size: int = 512) -> dict:
     """Encoder per slice; per-box decoder time, stock vs split decoder, sequential vs one batched call."""
     from nnunet_dfg.sam import Segmenter
+    from nnunet_dfg.sam.box_decoder import BoxDecoder
     from nnunet_dfg.sam.transforms import boxes_to_frame, validate_boxes
 
     seg = Segmenter(parts, device=device, runtime="torch")
+    stock = BoxDecoder(seg.parts.prompt_encoder, seg.parts.mask_decoder).eval()  # SAM's decoder in its own order
     rng = np.random.default_rng(0)
     image = rng.normal(size=(size, size)).astype(np.float32)
     encoder_s = best_seconds(lambda: seg.embed(image), device, repeat)
@@ -83,14 +85,14 @@ def refinement_figures(parts, device: torch.device, n_boxes: int, repeat: int, s
     framed = boxes_to_frame(validate_boxes(boxes, emb.image_size), emb.geometry)
     framed_t = torch.as_tensor(framed, dtype=torch.float32, device=device)
     with torch.inference_mode():
-        stock_seq = best_seconds(lambda: [seg._box_decoder(emb.tensor, framed_t[i:i + 1]) for i in range(n_boxes)],
+        stock_seq = best_seconds(lambda: [stock(emb.tensor, framed_t[i:i + 1]) for i in range(n_boxes)],
                                  device, repeat) / n_boxes
-        stock_batch = best_seconds(lambda: seg._box_decoder(emb.tensor, framed_t), device, repeat) / n_boxes
+        stock_batch = best_seconds(lambda: stock(emb.tensor, framed_t), device, repeat) / n_boxes
         split_seq = best_seconds(lambda: [seg._decode(emb.tensor, framed[i:i + 1]) for i in range(n_boxes)],
                                  device, repeat) / n_boxes
         split_batch = best_seconds(lambda: seg._decode(emb.tensor, framed), device, repeat) / n_boxes
         image_side = best_seconds(lambda: seg._image_side(emb.tensor), device, repeat)
-        agree = float((seg._box_decoder(emb.tensor, framed_t) - seg._decode(emb.tensor, framed)).abs().max())
+        agree = float((stock(emb.tensor, framed_t) - seg._decode(emb.tensor, framed)).abs().max())
     per_box = min(split_seq, split_batch)
     return {"encoder_s": encoder_s, "n_boxes": n_boxes, "stock_sequential_s_per_box": stock_seq,
             "stock_batched_s_per_box": stock_batch, "split_sequential_s_per_box": split_seq,
