@@ -19,15 +19,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nnunet_dfg.sam.intensity import DEFAULT_CT_WINDOW  # noqa: E402
+from nnunet_dfg.sam.intensity import DEFAULT_CT_WINDOW, sam_image  # noqa: E402
 from nnunet_dfg.synthetic import LABELS, make_case  # noqa: E402
 
 SHAPE = (12, 64, 64)  # the demo's and the benchmark's volumes
-
-
-def window(image: np.ndarray, domain: str) -> np.ndarray:
-    low, high = DEFAULT_CT_WINDOW if domain == "target" else np.percentile(image[image > 0], (0.5, 99.5))
-    return np.clip((image - low) / (high - low), 0.0, 1.0)
 
 
 def main() -> None:
@@ -41,7 +36,7 @@ def main() -> None:
     fig, axes = plt.subplots(len(rows), len(slices), figsize=(3.2 * len(slices), 3.3 * len(rows)))
     for row, (domain, severity) in enumerate(rows):
         image, label, _ = make_case(np.random.default_rng(args.seed), domain, severity, SHAPE)
-        shown = window(image, domain)
+        shown = sam_image(image, "ct" if domain == "target" else "mr")  # what SAM is fed
         for ax, z in zip(axes[row], slices):
             ax.imshow(shown[z], cmap="gray", vmin=0, vmax=1)
             for i, (name, value) in enumerate((k, v) for k, v in LABELS.items() if v):

@@ -3,7 +3,8 @@
 nnU-Net reads such images without complaint: a NaN or inf voxel turns the normalisation of the whole case into NaN
 (or, with SimpleITK's NIfTI reader, silently becomes 0), and a constant image has nothing to segment (its std is
 0), so a run would write meaningless pseudo-labels or preprocessed data. Checked where the commands first read
-images (``prepare-target``, ``refine``, ``sdg-predict``, ``finetune-sam``), over all cases, so a bad case 7 cannot leave cases 1-6 half-published.
+images (``prepare-target``, ``refine``, ``sdg-predict``, ``finetune-sam``), over all cases, so a bad case 7 cannot
+leave cases 1-6 half-published.
 """
 from __future__ import annotations
 
