@@ -53,13 +53,13 @@ def grid_spacing(model: Path) -> tuple[float, float, float]:
 def write_case(folder: Path, shape: tuple[int, int, int], spacing: tuple[float, float, float],
                seed: int = 0) -> Path:
     """One synthetic target case of ``shape`` in ``folder`` (nnU-Net naming)."""
-    from nnunet_dfg.synthetic import _write_nifti, make_case
+    from nnunet_dfg.synthetic import write_nifti, make_case
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "case_0000_0000.nii.gz"
     if not path.exists():
         image, _, _ = make_case(np.random.default_rng(seed), "target", 0.7, shape, spacing)
-        _write_nifti(image, spacing, str(path))
+        write_nifti(image, spacing, str(path))
     return path
 
 

@@ -131,6 +131,16 @@ def speed_section(speed: dict) -> list[str]:
                   f"{r['decoder_calls_per_slice_and_class']['fast']:.1f} decoder calls per slice and present class"
                   + (f"; encoder {r['encoder_s_per_slice']:.2f} s per slice, one decoder call "
                      f"{r['decoder_ms_per_call']:.0f} ms" if "decoder_ms_per_call" in r else "") + "."]
+    d = speed.get("decoder")
+    if d:
+        f, ops = d["floor"], ", ".join(f"{k} {v:.1f}" for k, v in list(d["per_op_ms"].items())[:6])
+        lines += [f"- **Where a decoder call goes** (`benchmarks/decoder_profile.py`: ONNX Runtime's profile of the "
+                  f"split decoder, one box, {d['threads']} threads, mean of {d['calls']} calls): {d['ms_per_call']:.1f} "
+                  f"ms of kernels, {d['matrix_ms_per_call']:.1f} ms of them matrix products (ms per call by operator: "
+                  f"{ops}). At {f['decoder_calls_per_slice']:.1f} calls per slice and {f['encoder_s_per_slice']:.2f} s "
+                  f"of encoder, this decoder gives a ratio of {f['ratio_profiled_decoder']:.2f}, one made of its "
+                  f"matrix products alone **{f['ratio_matrix_products_only']:.2f}**; 1.5 needs "
+                  f"{f['ms_per_call_for_ratio_1_5']:.1f} ms per call."]
     for config, s in (speed.get("steps") or {}).items():
         lines += [f"- **Training step, `{config}`, same images and plans** (batch {s['stock']['batch_size']}, patch "
                   f"{s['stock']['patch_size']}, mean of {s['stock']['steps']} steps): stock nnUNetTrainer "

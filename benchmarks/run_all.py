@@ -22,6 +22,7 @@ from pathlib import Path
 from nnunet_dfg.nnunet_io import read_json, write_json_atomic
 from nnunet_dfg.pipeline.runner import nnunet_environment
 
+import decoder_profile
 import plots
 import quality_grid
 import refine_speed
@@ -57,9 +58,14 @@ def speed(grid: quality_grid.GridRun, out: Path) -> None:
     setting = spec.settings["2d"]
     fa_model, source_model = p.model(p.cfg.target_id, "FA"), p.model(quality_grid.SOURCE_ID, "Source")
     env = {k: v for k, v in p.runner.env.items() if k not in quality_grid.PARALLEL_ENV}  # one job: every core
-    _phase(out, "refine_2d", lambda: {**refine_speed.measure(
+    refine = _phase(out, "refine_2d", lambda: {**refine_speed.measure(
         fa_model, p.target_raw / "imagesTr", Path(p.cfg.target_labels_tr), cases=1,
         search_config=setting.search_config, plain=False), "cases": 1})
+
+    def profile():
+        figures = decoder_profile.profile()
+        return {**figures, "floor": decoder_profile.floor_ratio(figures, refine)}
+    _phase(out, "decoder_profile", profile)
     _phase(out, "steps_2d", lambda: speed_ratios.step_ratios(
         env, "2d", p.cfg.target_id, p.cfg.pseudo_id("dfg"), {"fa": p.cfg.trainer("FA"), "st": p.cfg.trainer("ST")},
         {"source": source_model / f"fold_{p.cfg.source_fold}" / "checkpoint_final.pth",
@@ -124,7 +130,8 @@ def main() -> None:
     meta["wall_min"] = meta["wall_s"] / 60
     records = read_json(out / "grid.json")
     steps = {"2d": _read(out / "steps_2d.json")}
-    speed_figures = {"refine": _read(out / "refine_2d.json"), "steps": {c: s for c, s in steps.items() if s},
+    speed_figures = {"refine": _read(out / "refine_2d.json"), "decoder": _read(out / "decoder_profile.json"),
+                     "steps": {c: s for c, s in steps.items() if s},
                      "tiling": _read(out / "tiling.json"), "memory": _read(out / "memory.json"),
                      "gpu": read_json(args.gpu_figures) if args.gpu_figures else None,
                      "memory_curve": read_json(args.memory_curve) if args.memory_curve else None}

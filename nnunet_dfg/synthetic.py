@@ -49,6 +49,7 @@ SOURCE_MEANS = np.array([0, 420, 160, 380, 300, 15, 120, 560, 60, 600, 750, 260]
 TARGET_MEANS = np.array([-1000, -100, 50, -80, 25, -850, 600, 10, 170, 125, 165, 110], float)
 ORGANS = (SPLEEN, KIDNEY, LIVER)
 DEFAULT_SEVERITY = 0.7
+DEFAULT_SPACING = (4.0, 1.5, 1.5)  # (z, y, x) mm of every written case
 DIRECTIONS = ("mr2ct", "ct2mr")  # source -> target modality of write_benchmark
 
 
@@ -181,7 +182,7 @@ def _appearance(rng: np.random.Generator, domain: str, severity: float, hu_units
 
 def make_case(rng: np.random.Generator, domain: str, severity: float,
               shape: tuple[int, int, int] = (24, 96, 96),
-              spacing: tuple[float, float, float] = (4.0, 1.5, 1.5), hu_units: bool = True,
+              spacing: tuple[float, float, float] = DEFAULT_SPACING, hu_units: bool = True,
               ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Generate one (image float32, label uint8, spacing) case in (z, y, x) order.
 
@@ -223,7 +224,7 @@ def make_case(rng: np.random.Generator, domain: str, severity: float,
     return (img * scale + offset).astype(np.float32), label, tuple(float(s) for s in spacing)
 
 
-def _write_nifti(arr: np.ndarray, spacing: tuple[float, float, float], path: str) -> None:
+def write_nifti(arr: np.ndarray, spacing: tuple[float, float, float], path: str) -> None:
     """Write .nii.gz byte-reproducibly: ITK writes plain .nii, we gzip with mtime=0."""
     img = sitk.GetImageFromArray(arr)
     img.SetSpacing(tuple(float(s) for s in spacing[::-1]))
@@ -299,9 +300,9 @@ def write_benchmark(raw_root: str, source_id: int = 701, target_id: int = 702, n
             else:  # CT source (severity 1), target blended back towards the MRI appearance
                 img, lab, spacing = make_case(rng, "target", 1.0 if domain == "source" else 1.0 - severity, shape,
                                               hu_units=False)
-            _write_nifti(img, spacing, os.path.join(root, img_dir, f"{case}_0000.nii.gz"))
+            write_nifti(img, spacing, os.path.join(root, img_dir, f"{case}_0000.nii.gz"))
             lab_root = src if domain == "source" else hid
-            _write_nifti(lab, spacing, os.path.join(lab_root, lab_dir, f"{case}.nii.gz"))
+            write_nifti(lab, spacing, os.path.join(lab_root, lab_dir, f"{case}.nii.gz"))
         meta = f"DFG synthetic benchmark, seed={seed}, severity={severity}, shape={list(shape)}"
         if direction != "mr2ct":  # the default's description (and so its files) stays as it was
             meta += f", direction={direction}"

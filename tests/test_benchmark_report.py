@@ -129,3 +129,18 @@ def test_grid_job_order_queues_each_chain_after_its_source():
         order = quality_grid.job_order(runs, workers)
         assert sorted(order) == sorted([(k, r) for r in runs for k in ("source", "chain")])
         assert all(order.index(("source", r)) < order.index(("chain", r)) for r in runs)
+
+
+def test_decoder_profile_of_the_real_decoder_and_its_floor():
+    import decoder_profile
+
+    figures = decoder_profile.profile(calls=3)
+    ops = figures["per_op_ms"]
+    assert figures["calls"] == 3 and 0 < figures["matrix_ms_per_call"] < figures["ms_per_call"]
+    assert ops["MatMul"] > 0 and "LayerNormalization" in ops  # the transformer's products and norms were profiled
+    speed = {"encoder_s_per_slice": 0.4, "decoder_calls_per_slice": {"fast": 60.0}}
+    floor = decoder_profile.floor_ratio({"ms_per_call": 20.0, "matrix_ms_per_call": 10.0}, speed)
+    assert floor["ratio_profiled_decoder"] == 4.0 and floor["ratio_matrix_products_only"] == 2.5
+    assert abs(floor["ms_per_call_for_ratio_1_5"] - 3.33) < 0.01
+    line = report.speed_section({"decoder": {**figures, "floor": floor}})[0]
+    assert line.startswith("- **Where a decoder call goes**") and "alone **2.50**" in line

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["RUNTIMES", "OnnxDecoder", "OnnxEncoder", "OpenVinoEncoder", "resolve_runtime"]
+__all__ = ["RUNTIMES", "OnnxDecoder", "OnnxEncoder", "OpenVinoEncoder", "export_onnx", "resolve_runtime"]
 
 RUNTIMES = ("auto", "torch", "onnx", "openvino")  # openvino: encoder under OpenVINO, decoder under ORT
 RUNTIME_ENV = "NNUNET_DFG_SAM_RUNTIME"
@@ -54,8 +54,9 @@ def resolve_runtime(runtime: str | None, device: torch.device) -> str:
     return runtime
 
 
-def _export(module: nn.Module, args: tuple, inputs: Sequence[str], outputs: Sequence[str],
-            dynamic_axes: dict | None = None) -> bytes:
+def export_onnx(module: nn.Module, args: tuple, inputs: Sequence[str], outputs: Sequence[str],
+                dynamic_axes: dict | None = None) -> bytes:
+    """The module as an in-memory ONNX model (opset 17, the TorchScript exporter), nothing written to disk."""
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
@@ -68,7 +69,7 @@ def _session(module: nn.Module, args: tuple, inputs: Sequence[str], outputs: Seq
              dynamic_axes: dict | None = None):
     import onnxruntime as ort
 
-    model = _export(module, args, inputs, outputs, dynamic_axes)
+    model = export_onnx(module, args, inputs, outputs, dynamic_axes)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
@@ -99,7 +100,7 @@ class OpenVinoEncoder:
         import openvino as ov
 
         core = ov.Core()
-        model = core.read_model(_export(image_encoder.eval(), (example,), ["image"], ["embedding"]), b"")
+        model = core.read_model(export_onnx(image_encoder.eval(), (example,), ["image"], ["embedding"]), b"")
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
                                                           "INFERENCE_PRECISION_HINT": "f32"})
 

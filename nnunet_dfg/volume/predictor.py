@@ -229,6 +229,19 @@ class FeaturePredictor:
         return CasePrediction(image=np.ascontiguousarray(data[0]), probs=probs, features=features,
                               properties=properties)
 
+    def probabilities_on_image_grid(self, files: Sequence[Path]) -> tuple[np.ndarray, dict]:
+        """(K, *image shape) float32 probabilities on the case's own grid, as ``nnUNetv2_predict
+        --save_probabilities`` writes them (logits resampled, un-cropped, un-transposed by nnU-Net's export), and
+        the preprocessing properties: for work at the image's resolution where it is finer than the network's."""
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        data, properties = self.preprocess(files)
+        logits = self.predictor.predict_with_features(torch.from_numpy(data), 0).float()
+        _, probs = convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, self.plans_manager, self.configuration_manager, self.label_manager, properties,
+            return_probabilities=True, num_threads_torch=max(1, torch.get_num_threads()))
+        return np.asarray(probs, dtype=np.float32), properties
+
     def to_original_grid(self, label: np.ndarray, properties: dict) -> np.ndarray:
         """A network-grid label map back to the image's grid with nnU-Net's own export of a one-hot prediction
         (resampling, un-cropping, un-transposing), so pseudo-labels align with the images exactly as
