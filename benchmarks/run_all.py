@@ -11,6 +11,7 @@ measured elsewhere (a JSON object of label -> figure), ``--memory-curve FILE`` t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -96,6 +97,8 @@ def main() -> None:
                              "of one job with two threads)")
     parser.add_argument("--configurations", nargs="+", default=list(quality_grid.DEFAULT_SETTINGS),
                         help="nnU-Net configurations of the grid (default: 2d and 3d_fullres)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="seeds of the 2d chain (default 0 1 2; every further seed adds ~10 min to the hour)")
     args = parser.parse_args()
     out = Path(args.o).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +107,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; choose from {sorted(spec.settings)}")
     spec.settings = {c: v for c, v in spec.settings.items() if c in args.configurations}
+    if args.seeds and "2d" in spec.settings:
+        if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+            parser.error(f"--seeds must be distinct non-negative integers, got {args.seeds}")
+        spec.settings["2d"] = dataclasses.replace(spec.settings["2d"], seeds=tuple(args.seeds))
     if args.quick:
         quick = quality_grid.ConfigSetting((8, 48, 48), "_test", "_test", quality_grid.DEMO_SEARCH_CONFIG, (0,))
         spec = quality_grid.GridSpec(settings={"2d": quick}, n_source=5, n_target=2, n_test=2, workers=1,
@@ -111,6 +118,9 @@ def main() -> None:
     grid = quality_grid.GridRun(spec, out / "grid")
     started = time.time()
     if not args.report_only:
+        recorded = read_json(out / "grid.json") if (out / "grid.json").is_file() else None
+        if recorded is not None and {(r["configuration"], r["seed"]) for r in recorded} != set(spec.runs()):
+            (out / "grid.json").unlink()  # other seeds or configurations: the grid resumes, finished chains skip
         _phase(out, "grid", grid.run)
         if "2d" in spec.settings:
             speed(grid, out)
@@ -126,6 +136,7 @@ def main() -> None:
             "command": ".venv/bin/python benchmarks/run_all.py -o bench_out" + (" --quick" if args.quick else "")
             + ("" if args.quick or set(spec.settings) == set(quality_grid.DEFAULT_SETTINGS)
                else " --configurations " + " ".join(spec.settings))
+            + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds and not args.quick else "")
             + (f" --memory-curve {args.memory_curve}" if args.memory_curve else "")}
     meta["wall_min"] = meta["wall_s"] / 60
     records = read_json(out / "grid.json")
