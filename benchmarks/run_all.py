@@ -129,6 +129,11 @@ def main() -> None:
         earlier_note = read_json(out / "meta.json").get("note", "") if (out / "meta.json").is_file() else ""
         write_json_atomic(out / "meta.json", {"wall_s": wall, "date": date.today().isoformat(),
                                               "machine": _machine(), "note": earlier_note})
+    records = read_json(out / "grid.json")
+    recorded = sorted({(r["configuration"], r["seed"]) for r in records})
+    if recorded != sorted(set(spec.runs())):  # the header states the spec's seeds: they must be the records'
+        parser.error(f"{out / 'grid.json'} holds the runs {recorded}, not {sorted(spec.runs())}: "
+                     "give the run's --configurations and --seeds")
     meta = {**read_json(out / "meta.json"), "n_source": spec.n_source, "n_target": spec.n_target,
             "n_test": spec.n_test, "settings": {c: vars(v) for c, v in spec.settings.items()},
             "plans": spec.plans, "severities": list(spec.severities),
@@ -139,7 +144,6 @@ def main() -> None:
             + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds and not args.quick else "")
             + (f" --memory-curve {args.memory_curve}" if args.memory_curve else "")}
     meta["wall_min"] = meta["wall_s"] / 60
-    records = read_json(out / "grid.json")
     steps = {"2d": _read(out / "steps_2d.json")}
     speed_figures = {"refine": _read(out / "refine_2d.json"), "decoder": _read(out / "decoder_profile.json"),
                      "steps": {c: s for c, s in steps.items() if s},

@@ -21,6 +21,7 @@ import numpy as np
 
 from nnunet_dfg.evaluation import evaluate_folders
 from nnunet_dfg.nnunet_io import dataset_folder, read_json, write_json_atomic
+from nnunet_dfg.statistics import bootstrap_interval, case_dice
 
 import quality_grid
 
@@ -38,7 +39,10 @@ BIN = Path(sys.executable).parent
 VARIANTS = {"no_growth_bound": {"max_growth": 0.0}, "no_search": {"presence_min_pixels": 10 ** 9},
             "no_stage3": {"stage3_steps": 0, "max_growth": 0.0},
             "hand_scaled_64px": {"presence_min_pixels": 640, "stage1_min_mask": 240},
-            "shrink_bound_2": {"max_shrink": 2.0}}
+            "shrink_bound_2": {"max_shrink": 2.0},
+            # overlap_by_probability: pixels two refined masks claim go to the class the model finds likelier there
+            # (the reference: the lower class index; a spleen box that grows over the left kidney takes it)
+            "overlap_by_probability": {"overlap_by_probability": True}}
 ABLATION_OFFSET = 150  # output ids: target + 150, removed after scoring
 
 
@@ -58,8 +62,8 @@ def ablate(grid: quality_grid.GridRun, configuration: str, seed: int, severity: 
         labels = {k: v for k, v in read_json(p.target_raw / "dataset.json")["labels"].items() if k != "background"}
         scores = {stage: evaluate_folders(str(folder), str(p.cfg.target_labels_tr), labels=labels)
                   for stage, folder in (("raw", out / "dfg_refine/labels_raw"), ("post", out / "labelsTr"))}
-        return {stage: {"mean_dice": r["mean_dice"], "per_class": {c: v["dice"] for c, v in r["per_class"].items()}}
-                for stage, r in scores.items()}
+        return {stage: {"mean_dice": r["mean_dice"], "per_class": {c: v["dice"] for c, v in r["per_class"].items()},
+                        "per_case": case_dice(r)} for stage, r in scores.items()}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -103,6 +107,24 @@ def main() -> None:
             mean = {stage: np.mean([d[stage]["mean_dice"] for d in done]) for stage in ("raw", "post")} if done else {}
             means.append(f"**{mean['raw']:.3f} / {mean['post']:.3f}**" if done else "–")
         print(f"| mean {config} | " + " | ".join(means) + " |")
+    paired(results, read_json(out / "grid.json"), names[1:])
+
+
+def paired(results: dict, records: list[dict], variants: list[str]) -> None:
+    """Each variant's post-processed pseudo-labels against the shipped ones and the FA model's own, paired per
+    case over every run that has it (variants run before per-case scores were kept are left out)."""
+    shipped = {f"{r['configuration']} seed {r['seed']} severity {r['severity']:g}": r for r in records}
+    for name in variants:
+        d_ship, d_fa = [], []
+        for key, row in results.items():
+            if name not in row or "per_case" not in row[name].get("post", {}) or key not in shipped:
+                continue
+            mine, ev = row[name]["post"]["per_case"], shipped[key]["evaluations"]
+            for ref, out in ((case_dice(ev["pseudo_dfg_post"]), d_ship), (case_dice(ev["pseudo_fa"]), d_fa)):
+                out += [mine[c] - ref[c] for c in sorted(mine) if c in ref]
+        if d_ship:
+            fmt = lambda d: "{:+.3f} [{:+.3f}, {:+.3f}]".format(*bootstrap_interval(np.array(d)))  # noqa: E731
+            print(f"{name}: minus shipped {fmt(d_ship)}, minus FA's labels {fmt(d_fa)} ({len(d_ship)} cases)")
 
 
 if __name__ == "__main__":

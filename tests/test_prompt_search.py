@@ -305,6 +305,17 @@ def test_merge_scores_and_ties():
     # (0,0): class 1 refined elsewhere -> its model pixel falls to background; (0,1),(1,1): refined tie -> 1;
     # (0,2): refined 1 beats unrefined 3; (1,3): unrefined 3 kept; (1,0): class 2 refined, not here -> 0
     assert out.tolist() == [[0, 1, 1, 0], [0, 1, 2, 3]] and out.dtype == np.uint8
+    # overlap_by_probability: the refined tie at (1,1) goes to class 2, likelier there; nothing else moves
+    probs = np.full((4, 2, 4), 0.25, np.float32)
+    probs[2, 1, 1], probs[1, 1, 1] = 0.6, 0.1
+    by_prob = merge_labels(pred, {1: r1, 2: r2}, 4, overlap_probs=probs)
+    assert by_prob.tolist() == [[0, 1, 1, 0], [0, 2, 2, 3]]
+
+
+def test_overlap_by_probability_in_the_search_config():
+    assert DFGConfig().overlap_by_probability is False  # the reference's tie rule by default
+    with pytest.raises(ValueError, match="overlap_by_probability must be true or false"):
+        DFGConfig(overlap_by_probability=1)
 
 
 # ---------------------------------------------------------------- SDG and plain boxes

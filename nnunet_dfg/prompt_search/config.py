@@ -74,6 +74,10 @@ class DFGConfig:
     # project option, off (0): its mirror image, a refined mask smaller than the model's own by more than
     # max_shrink x (a stage-1 seed that never grows gives a tiny box, and a tiny mask is "stable" too)
     max_shrink: float = 0.0
+    # project option, off in the reference (ties between refined masks go to the lower class index): a pixel two
+    # refined masks claim goes to the class the model finds likelier there (a growing box that takes in the
+    # adjacent organ, benchmarks/ANALYSIS.md)
+    overlap_by_probability: bool = False
     # the slice side the pixel constants above are given for; 0 = they are pixels of every slice (not scaled)
     reference_side: int = 256
 
@@ -84,6 +88,8 @@ class DFGConfig:
             value = getattr(self, name)
             if not value == 0 and not value >= 1:  # NaN fails both
                 raise ValueError(f"{name} must be 0 (off) or at least 1, got {value}")
+        if not isinstance(self.overlap_by_probability, bool):
+            raise ValueError(f"overlap_by_probability must be true or false, got {self.overlap_by_probability!r}")
         if not self.reference_side >= 0:
             raise ValueError(f"reference_side must be 0 (no scaling) or a slice side, got {self.reference_side}")
 

@@ -71,7 +71,7 @@ def refine_slice(image2d: np.ndarray, probs: np.ndarray, feats: np.ndarray, segm
             trace.reason = f"stage 1: {first.reason}; stages 2/3: {later.reason or 'empty mask'}, stage-1 mask kept"
         _bound_area(refined, trace, pred, config)
     label = merge_labels(pred, refined, n_classes, config.score_refined, config.score_unrefined,
-                         config.score_background)
+                         config.score_background, probs if config.overlap_by_probability else None)
     return SliceResult(label, refined, traces, decoder.decoder_calls, decoder.decoder_launches,
                        decoder.encoder_calls)
 
