@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nnunet_dfg.sam import load_segmenter
-from nnunet_dfg.sam.runtimes import PREPARED, export_onnx
+from nnunet_dfg.sam.runtimes import PREPARED, export_box_side
 from nnunet_dfg.sam.split_decoder import DecoderBoxSide, DecoderImageSide
 
 MATRIX_OPS = ("MatMul", "FusedMatMul", "Gemm", "MatMulNBits")
@@ -40,8 +40,7 @@ def profile(calls: int = 40, threads: int | None = None) -> dict:
     with torch.no_grad():
         prepared = list(image_side(embedding.tensor))
     boxes = torch.tensor([[60.0, 60.0, 180.0, 170.0]])  # frame (256 px) coordinates
-    model = export_onnx(box_side, (*prepared, boxes), [*PREPARED, "boxes"], ["low_res"],
-                        {"boxes": {0: "n"}, "low_res": {0: "n"}})
+    model = export_box_side(box_side, prepared, boxes)
     feed = {**{k: t.numpy() for k, t in zip(PREPARED, prepared)}, "boxes": boxes.numpy()}
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()

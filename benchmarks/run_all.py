@@ -118,8 +118,7 @@ def main() -> None:
     grid = quality_grid.GridRun(spec, out / "grid")
     started = time.time()
     if not args.report_only:
-        recorded = read_json(out / "grid.json") if (out / "grid.json").is_file() else None
-        if recorded is not None and {(r["configuration"], r["seed"]) for r in recorded} != set(spec.runs()):
+        if (out / "grid.json").is_file() and _recorded_runs(out) != sorted(set(spec.runs())):
             (out / "grid.json").unlink()  # other seeds or configurations: the grid resumes, finished chains skip
         _phase(out, "grid", grid.run)
         if "2d" in spec.settings:
@@ -129,11 +128,10 @@ def main() -> None:
         earlier_note = read_json(out / "meta.json").get("note", "") if (out / "meta.json").is_file() else ""
         write_json_atomic(out / "meta.json", {"wall_s": wall, "date": date.today().isoformat(),
                                               "machine": _machine(), "note": earlier_note})
-    records = read_json(out / "grid.json")
-    recorded = sorted({(r["configuration"], r["seed"]) for r in records})
-    if recorded != sorted(set(spec.runs())):  # the header states the spec's seeds: they must be the records'
-        parser.error(f"{out / 'grid.json'} holds the runs {recorded}, not {sorted(spec.runs())}: "
+    if _recorded_runs(out) != sorted(set(spec.runs())):  # the header states the spec's seeds: they must be the records'
+        parser.error(f"{out / 'grid.json'} holds the runs {_recorded_runs(out)}, not {sorted(set(spec.runs()))}: "
                      "give the run's --configurations and --seeds")
+    records = read_json(out / "grid.json")
     meta = {**read_json(out / "meta.json"), "n_source": spec.n_source, "n_target": spec.n_target,
             "n_test": spec.n_test, "settings": {c: vars(v) for c, v in spec.settings.items()},
             "plans": spec.plans, "severities": list(spec.severities),
@@ -165,6 +163,11 @@ def main() -> None:
         f.write(text)
     os.replace(f.name, target)
     print(f"written {target} ({(time.time() - started) / 60:.1f} min this run)")
+
+
+def _recorded_runs(out: Path) -> list[tuple[str, int]]:
+    """The (configuration, seed) pairs the grid phase's records hold."""
+    return sorted({(r["configuration"], r["seed"]) for r in read_json(out / "grid.json")})
 
 
 def _read(path: Path):

@@ -52,8 +52,8 @@ def ablate(grid: quality_grid.GridRun, configuration: str, seed: int, severity: 
     config = {**json.loads(grid.spec.settings[configuration].search_config), **overrides}
     out_id = p.cfg.target_id + ABLATION_OFFSET
     cmd = [str(BIN / "nnunet_dfg"), "refine", "-d", str(p.cfg.target_id), "-c", configuration, "-f", "all", "-tr",
-           p.cfg.trainer("FA"), "-p", p.cfg.plans, "--prompt", "dfg", "--search-config", json.dumps(config), "--out-id", str(out_id),
-           "--name", "Ablation", "--disable-tta", "--no-progress"]
+           p.cfg.trainer("FA"), "-p", p.cfg.plans, "--prompt", "dfg", "--search-config", json.dumps(config),
+           "--out-id", str(out_id), "--name", "Ablation", "--disable-tta", "--no-progress"]
     proc = subprocess.run(cmd, env=p.runner.env, capture_output=True, text=True)
     out = p.raw / f"Dataset{out_id:03d}_Ablation"
     try:

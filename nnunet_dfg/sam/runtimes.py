@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["RUNTIMES", "OnnxDecoder", "OnnxEncoder", "OpenVinoEncoder", "export_onnx", "resolve_runtime"]
+__all__ = ["RUNTIMES", "OnnxDecoder", "OnnxEncoder", "OpenVinoEncoder", "export_box_side", "export_onnx",
+           "resolve_runtime"]
 
 RUNTIMES = ("auto", "torch", "onnx", "openvino")  # openvino: encoder under OpenVINO, decoder under ORT
 RUNTIME_ENV = "NNUNET_DFG_SAM_RUNTIME"
@@ -65,11 +66,16 @@ def export_onnx(module: nn.Module, args: tuple, inputs: Sequence[str], outputs: 
     return buffer.getvalue()
 
 
-def _session(module: nn.Module, args: tuple, inputs: Sequence[str], outputs: Sequence[str],
-             dynamic_axes: dict | None = None):
+def export_box_side(box_side: nn.Module, prepared: Sequence[torch.Tensor], boxes: torch.Tensor) -> bytes:
+    """The split decoder's per-box side (``split_decoder.DecoderBoxSide``) with any number of boxes: the graph
+    :class:`OnnxDecoder` runs for every call."""
+    return export_onnx(box_side.eval(), (*prepared, boxes), [*PREPARED, "boxes"], ["low_res"],
+                       {"boxes": {0: "n"}, "low_res": {0: "n"}})
+
+
+def _session(model: bytes):
     import onnxruntime as ort
 
-    model = export_onnx(module, args, inputs, outputs, dynamic_axes)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
@@ -80,7 +86,7 @@ class OnnxEncoder:
     """``image_encoder`` as an ONNX Runtime session; input shape fixed by the model's frame."""
 
     def __init__(self, image_encoder: nn.Module, example: torch.Tensor) -> None:
-        self.session = _session(image_encoder.eval(), (example,), ["image"], ["embedding"])
+        self.session = _session(export_onnx(image_encoder.eval(), (example,), ["image"], ["embedding"]))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {"image": x.detach().cpu().numpy()})[0]
@@ -113,12 +119,11 @@ class OnnxDecoder:
     boxes (N, 4) in frame coordinates -> (N, 1, h, w) low-resolution logits."""
 
     def __init__(self, image_side: nn.Module, box_side: nn.Module, embedding: torch.Tensor) -> None:
-        self.image_session = _session(image_side.eval(), (embedding.cpu(),), ["embedding"], list(PREPARED))
+        self.image_session = _session(export_onnx(image_side.eval(), (embedding.cpu(),), ["embedding"],
+                                                  list(PREPARED)))
         with torch.no_grad():
             prepared = image_side(embedding.cpu())
-        example = torch.tensor([[10.0, 10.0, 50.0, 50.0]])
-        self.box_session = _session(box_side.eval(), (*prepared, example), [*PREPARED, "boxes"], ["low_res"],
-                                    {"boxes": {0: "n"}, "low_res": {0: "n"}})
+        self.box_session = _session(export_box_side(box_side, prepared, torch.tensor([[10.0, 10.0, 50.0, 50.0]])))
 
     def prepare(self, embedding: torch.Tensor) -> dict:
         outs = self.image_session.run(None, {"embedding": embedding.detach().cpu().numpy()})
