@@ -34,7 +34,7 @@ def _run(cfg: PipelineConfig, work: Path, env: dict, extra_first: list[Step] = (
     print(format_stage_table(table))
     evaluations = {f.stem: read_json(f) for f in sorted((work / "eval").glob("*.json"))}
     print("\nGoals, as mean paired differences over this run's cases (95% bootstrap interval; one seed: "
-          "BENCHMARKS.md pools three):")
+          "BENCHMARKS.md pools several seeds):")
     print(format_comparisons(compare_goals([evaluations])))
     print(f"\nstage table: {work / 'stage_table.json'}   ({time.time() - started:.0f} s this run)")
     return table
