@@ -35,14 +35,16 @@ PAIRS = (("sdg_image", "sdg_network"), ("sdg_finetuned_image", "sdg_finetuned_ne
          ("sdg_finetuned_network", "source_only"))
 
 
-def fine_patients(spec: quality_grid.GridSpec, seed: int, factor: int):
-    """(case, image, label, spacing) of the seed's test patients at ``factor`` x the in-plane samples."""
+def fine_patients(spec: quality_grid.GridSpec, seed: int, factor: int, domain: str = "target"):
+    """(case, image, label, spacing) of the seed's test patients at ``factor`` x the in-plane samples.
+
+    ``domain="source"`` renders the same patients as the source domain (anatomy is drawn before appearance)."""
     z, y, x = spec.settings["2d"].shape
     spacing = (DEFAULT_SPACING[0], DEFAULT_SPACING[1] / factor, DEFAULT_SPACING[2] / factor)
     # write_benchmark spawns one generator per case, source cases first, then the target's, then its test cases
     rngs = np.random.default_rng(seed).spawn(spec.n_source + spec.n_target + spec.n_test)
     for i in range(spec.n_test):
-        image, label, _ = make_case(rngs[spec.n_source + spec.n_target + i], "target", spec.severities[0],
+        image, label, _ = make_case(rngs[spec.n_source + spec.n_target + i], domain, spec.severities[0],
                                     (z, y * factor, x * factor), spacing)
         yield f"case_{spec.n_target + i:04d}", image, label, spacing
 
