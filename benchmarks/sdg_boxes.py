@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_dfg.evaluation import dice
 from nnunet_dfg.nnunet_io import read_json, write_json_atomic
 from nnunet_dfg.prompt_search import SDGConfig
 from nnunet_dfg.prompt_search.sdg import sdg_box
@@ -27,12 +28,8 @@ from nnunet_dfg.statistics import bootstrap_interval
 import quality_grid
 
 
-def _read(path: Path) -> np.ndarray:
+def read_array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
 
 
 def slice_rows(probs: np.ndarray, truth: np.ndarray, sdg: np.ndarray, labels: dict[str, int],
@@ -54,7 +51,7 @@ def slice_rows(probs: np.ndarray, truth: np.ndarray, sdg: np.ndarray, labels: di
                          "box_recall": float((organ & inside).sum() / organ.sum()),
                          "model_recall": float((organ & (model[z] == value)).sum() / organ.sum()),
                          "sdg_recall": float((organ & (sdg[z] == value)).sum() / organ.sum()),
-                         "model_dice": _dice(model[z] == value, organ), "sdg_dice": _dice(sdg[z] == value, organ)})
+                         "model_dice": dice(model[z] == value, organ), "sdg_dice": dice(sdg[z] == value, organ)})
     return rows
 
 
@@ -73,8 +70,8 @@ def run_seed(grid: quality_grid.GridRun, seed: int, out: Path) -> list[dict]:
         case = label_file.name[: -len(".nii.gz")]
         probs, _ = predictor.probabilities_on_image_grid([p.target_raw / "imagesTs" / f"{case}_0000.nii.gz"])
         probs = probs.transpose([0, *(1 + a for a in order)])
-        truth = _read(label_file).transpose(order)
-        sdg = _read(p.predictions / "sdg_finetuned" / label_file.name).transpose(order)
+        truth = read_array(label_file).transpose(order)
+        sdg = read_array(p.predictions / "sdg_finetuned" / label_file.name).transpose(order)
         rows += [dict(r, case=case, seed=seed) for r in slice_rows(probs, truth, sdg, p.labels, SDGConfig())]
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(done, rows)

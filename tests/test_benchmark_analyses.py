@@ -57,3 +57,29 @@ def test_slice_size_summary_pairs_each_factor_with_the_first():
     assert out["factor 2 target"]["per_class"]["liver"] == 0.7
     assert out["factor 2 target"]["minus factor 1"][0] == pytest.approx(0.05)
     assert "minus factor 1" not in out["factor 1 target"]
+
+
+def test_search_by_stage_groups_and_scores_each_slice():
+    """A refined class is grouped by its stage, a kept one by why; an overwritten kept class shows its loss."""
+    import search_by_stage
+
+    truth = np.zeros((1, 16, 16), np.uint8)
+    truth[0, 2:6, 2:6], truth[0, 8:12, 8:12] = 1, 2
+    model = truth.copy()
+    searched = truth.copy()
+    searched[0, 8:12, 8:10] = 1  # class 1's refined mask takes half of class 2, whose model mask was kept
+    trace = {"present": True, "refined": True, "stage": 2, "reason": "stage 2: box stopped, stable one-step"}
+    kept = {"present": True, "refined": False, "stage": 1,
+            "reason": "stage 1: stable one-step; mask of 90 px > 2 x the model's 16 px, model prediction kept"}
+    report = {"network_grid_shape": [1, 16, 16], "labels": {"background": 0, "a": 1, "b": 2},
+              "slices": {"0": {"classes": {"1": trace, "2": kept, "3": {"present": False}}}}}
+    rows = search_by_stage.slice_rows(report, truth, model, searched)
+    assert [(r["class"], r["group"]) for r in rows] == [("a", "stage 2"), ("b", "growth bound")]
+    assert rows[0]["model"] == 1.0 and rows[0]["search"] == pytest.approx(2 * 16 / (16 + 24))
+    assert rows[1]["search"] == pytest.approx(2 * 8 / (8 + 16))
+    assert search_by_stage.group({"present": True, "refined": False, "reason": "stage 1: max steps, no stable box"}) \
+        == "no stable box"
+    out = search_by_stage.summary(rows)
+    assert out["b / growth bound"]["search - model"][0] == pytest.approx(2 * 8 / 24 - 1.0, abs=1e-3)
+    with pytest.raises(ValueError, match="not on the search's grid"):
+        search_by_stage.slice_rows(dict(report, network_grid_shape=[2, 16, 16]), truth, model, searched)
