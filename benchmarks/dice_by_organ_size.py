@@ -31,16 +31,21 @@ PSEUDO = {"pseudo_fa": "dfg_refine/labels_model", "pseudo_dfg_raw": "dfg_refine/
           "pseudo_dfg_post": "labelsTr"}
 
 
+def read_array(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def slice_score(predicted: np.ndarray, organ: np.ndarray) -> float:
+    """One slice's score of a class's 2D masks: the Dice where the organ is there, the predicted (false-positive)
+    pixels where it is not."""
+    area = int(organ.sum())
+    return 2.0 * float((predicted & organ).sum()) / float(predicted.sum() + area) if area else float(predicted.sum())
+
+
 def slice_scores(prediction: np.ndarray, truth: np.ndarray, labels: dict[str, int]) -> list[tuple[str, int, float]]:
-    """(class, organ pixels on the slice, score) for every slice and class of (Z, Y, X) ``truth``: the 2D Dice
-    where the organ is there, the predicted (false-positive) pixels where it is not."""
-    rows = []
-    for name, value in labels.items():
-        for z in range(truth.shape[0]):
-            t, p = truth[z] == value, prediction[z] == value
-            area = int(t.sum())
-            rows.append((name, area, 2.0 * float((p & t).sum()) / float(p.sum() + area) if area else float(p.sum())))
-    return rows
+    """(class, organ pixels on the slice, :func:`slice_score`) for every slice and class of (Z, Y, X) ``truth``."""
+    return [(name, int((truth[z] == value).sum()), slice_score(prediction[z] == value, truth[z] == value))
+            for name, value in labels.items() for z in range(truth.shape[0])]
 
 
 def bucket(area: int) -> str:
@@ -60,12 +65,11 @@ def stage_folder(p, stage: str) -> Path:
 def compare(p, better: str, worse: str, images: str, labels: dict[str, int]) -> list[tuple[str, str, float, float]]:
     """(class, size class, Dice of better, Dice of worse) per slice and class, over one chain's images."""
     truth_folder = p.cfg.target_labels_ts if images == "test" else p.cfg.target_labels_tr
-    read = lambda f: sitk.GetArrayFromImage(sitk.ReadImage(str(f)))  # noqa: E731
     out = []
     for truth_file in sorted(Path(truth_folder).glob("*.nii.gz")):
-        truth = read(truth_file)
-        a = slice_scores(read(stage_folder(p, better) / truth_file.name), truth, labels)
-        b = slice_scores(read(stage_folder(p, worse) / truth_file.name), truth, labels)
+        truth = read_array(truth_file)
+        a = slice_scores(read_array(stage_folder(p, better) / truth_file.name), truth, labels)
+        b = slice_scores(read_array(stage_folder(p, worse) / truth_file.name), truth, labels)
         out += [(cls, bucket(area), da, db) for (cls, area, da), (_, _, db) in zip(a, b)]
     return out
 

@@ -17,7 +17,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from nnunet_dfg.evaluation import dice
 from nnunet_dfg.nnunet_io import read_json, write_json_atomic
@@ -26,10 +25,7 @@ from nnunet_dfg.prompt_search.sdg import sdg_box
 from nnunet_dfg.statistics import bootstrap_interval
 
 import quality_grid
-
-
-def read_array(path: Path) -> np.ndarray:
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+from dice_by_organ_size import read_array
 
 
 def slice_rows(probs: np.ndarray, truth: np.ndarray, sdg: np.ndarray, labels: dict[str, int],

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_dfg.evaluation import dice
 from nnunet_dfg.nnunet_io import dataset_folder, read_json, write_json_atomic
 from nnunet_dfg.statistics import bootstrap_interval
 
 import quality_grid
-from sdg_boxes import read_array
+from dice_by_organ_size import read_array, slice_score
 
 GROUPS = ("stage 1", "stage 2", "stage 3", "no stable box", "growth bound")
 
@@ -50,10 +49,10 @@ def slice_rows(report: dict, truth: np.ndarray, model: np.ndarray, searched: np.
             where = group(trace)
             if where is None:
                 continue
-            t, m, s = truth[int(z)] == int(c), model[int(z)] == int(c), searched[int(z)] == int(c)
-            area = int(t.sum())
-            score = (lambda p: dice(p, t)) if area else (lambda p: float(p.sum()))
-            rows.append({"class": names[c], "group": where, "organ": area > 0, "model": score(m), "search": score(s)})
+            organ = truth[int(z)] == int(c)
+            rows.append({"class": names[c], "group": where, "organ": bool(organ.any()),
+                         "model": slice_score(model[int(z)] == int(c), organ),
+                         "search": slice_score(searched[int(z)] == int(c), organ)})
     return rows
 
 

@@ -1,4 +1,4 @@
-"""The arithmetic of the hand-run analyses (SDG box coverage, SAM by slice size) on constructed inputs."""
+"""The hand-run analyses' arithmetic (SDG box coverage, SAM by slice size, search by stage) on constructed inputs."""
 from __future__ import annotations
 
 import sys
