@@ -1,4 +1,5 @@
-"""The hand-run analyses' arithmetic (SDG box coverage, SAM by slice size, search by stage) on constructed inputs."""
+"""The hand-run analyses (``benchmarks/analyses``): their arithmetic (SDG box coverage, SAM by slice size, search by
+stage) on constructed inputs, and each one's question and place in the index."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path[:0] = [str(BENCH), str(BENCH / "analyses")]  # the runner's modules; the analyses
 
 import quality_grid  # noqa: E402
 import sam_by_slice_size  # noqa: E402
@@ -83,3 +85,19 @@ def test_search_by_stage_groups_and_scores_each_slice():
     assert out["b / growth bound"]["search - model"][0] == pytest.approx(2 * 8 / 24 - 1.0, abs=1e-3)
     with pytest.raises(ValueError, match="not on the search's grid"):
         search_by_stage.slice_rows(dict(report, network_grid_shape=[2, 16, 16]), truth, model, searched)
+
+
+def test_every_script_is_indexed_and_every_analysis_states_its_question():
+    """benchmarks/README.md lists every script; an analysis's first docstring line is the question it answers."""
+    import ast
+
+    index = (BENCH / "README.md").read_text()
+    for script in sorted(BENCH.glob("*.py")):
+        assert f"]({script.name})" in index, f"{script.name} is not in benchmarks/README.md"
+    analyses = sorted((BENCH / "analyses").glob("*.py"))
+    assert len(analyses) >= 10
+    for script in analyses:
+        assert f"](analyses/{script.name})" in index, f"{script.name} is not in benchmarks/README.md"
+        first = ast.get_docstring(ast.parse(script.read_text())).splitlines()[0]
+        assert first.endswith("?") or "? " in first, f"{script.name}: first docstring line is not a question"
+        assert len(first) <= 117, script.name

@@ -1,5 +1,6 @@
-"""SDG against the source model as the shift grows, with the grid's 2d source models (nothing is trained).
+"""Does SDG beat the source model at milder shifts, where the source model still finds the organs?
 
+SDG against the source model as the shift grows, with the grid's 2d source models (nothing is trained).
 Why: at the benchmark's severity (0.7: the liver's contrast inverted) SAM prompted with the source model's refined
 boxes is below the source model alone on every organ (BENCHMARKS.md). SDG can only refine what the source model
 finds; this measures whether it helps where the source model still finds the organs. Per seed and severity: the
@@ -9,7 +10,7 @@ fine-tuned on that seed's source (``finetune-sam`` learns from the source only, 
 sdg_finetuned, all scored on the 8 test images; each SDG row's difference to source_only is paired per case and
 pooled over the seeds. The grid's own severity is read from the grid, not recomputed.
 
-    .venv/bin/python benchmarks/sdg_by_severity.py -o bench_out [--severities 0.3 0.5] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/analyses/sdg_by_severity.py -o bench_out [--severities 0.3 0.5] [--seeds 0 1 2]
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import argparse
 import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,8 @@ import numpy as np
 from nnunet_dfg.nnunet_io import read_json, write_json_atomic
 from nnunet_dfg.statistics import bootstrap_interval, case_dice, paired_differences
 
-import quality_grid
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the runner's modules (quality_grid)
+import quality_grid  # noqa: E402
 
 STAGES = ("source_only", "sdg", "sdg_finetuned")
 

@@ -1,4 +1,4 @@
-"""How much of each organ the SDG boxes cover on the target, against how much the source model itself labels.
+"""How much of each organ do the SDG boxes cover on the target, against what the source model itself labels?
 
 Why: SAM answering a ground-truth box gives 0.85-0.89 on the target (``sam_ceiling.py``) while SDG with the
 source model's refined boxes stays below the source model. SAM's mask mostly stays inside its box, so where the
@@ -8,12 +8,13 @@ and largest component as the reference), and on every slice that holds the organ
 found, the share of organ pixels inside the box (box recall), the shares the model's argmax and the grid's
 fine-tuned SDG labels cover (model and SDG recall), and the 2D Dice of both. Target labels are read only to score.
 
-    .venv/bin/python benchmarks/sdg_boxes.py -o bench_out [--seeds 0 1 2 3 4]
+    .venv/bin/python benchmarks/analyses/sdg_boxes.py -o bench_out [--seeds 0 1 2 3 4]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,9 @@ from nnunet_dfg.prompt_search import SDGConfig
 from nnunet_dfg.prompt_search.sdg import sdg_box
 from nnunet_dfg.statistics import bootstrap_interval
 
-import quality_grid
-from dice_by_organ_size import read_array
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the runner's modules (quality_grid)
+import quality_grid  # noqa: E402
+from dice_by_organ_size import read_array  # noqa: E402
 
 
 def slice_rows(probs: np.ndarray, truth: np.ndarray, sdg: np.ndarray, labels: dict[str, int],

@@ -1,4 +1,4 @@
-"""Where the DFG search gains or loses against the FA model's own labels, by class and by where its search ended.
+"""Which outcome of the DFG search (a stage-1, 2 or 3 mask, or the model's mask kept) gains or loses, per class?
 
 Why: over five seeds the search alone changes the FA model's pseudo-labels by -0.05 to +0.002 and the left kidney
 loses in every size class (``dice_by_organ_size.py``). The refine reports say, per slice and class, where the
@@ -9,12 +9,13 @@ model's labels the search starts from) and ``labels_raw`` (after the search, bef
 of both where the organ is in the target label, their false-positive pixels where it is not. Nothing is run;
 target labels are read only to score.
 
-    .venv/bin/python benchmarks/search_by_stage.py -o bench_out [--seeds 0 1 2 3 4]
+    .venv/bin/python benchmarks/analyses/search_by_stage.py -o bench_out [--seeds 0 1 2 3 4]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,9 @@ import numpy as np
 from nnunet_dfg.nnunet_io import dataset_folder, read_json, write_json_atomic
 from nnunet_dfg.statistics import bootstrap_interval
 
-import quality_grid
-from dice_by_organ_size import read_array, slice_score
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the runner's modules (quality_grid)
+import quality_grid  # noqa: E402
+from dice_by_organ_size import read_array, slice_score  # noqa: E402
 
 GROUPS = ("stage 1", "stage 2", "stage 3", "no stable box", "growth bound")
 

@@ -1,4 +1,4 @@
-"""A picture of the synthetic benchmark: the same patient in the source (MRI-like) and the target (CT-like) domain.
+"""Does the synthetic shift look like what it claims? One patient in the source and the target domain, pictured.
 
 Why: the shift has to look like what it claims (organs visible in both domains, the liver apart from the fat
 around it in the CT-like target), which a table of means cannot show. The anatomy is drawn first from the
@@ -6,7 +6,7 @@ generator, so one seed gives the same patient in both domains; the target (at th
 full CT-like appearance) is shown through the CT soft-tissue window SAM is fed ([-125, 275] HU), the source
 through the 0.5-99.5 percentiles of its non-zero voxels (SAM's MR window), each with the organs' outlines.
 
-    .venv/bin/python benchmarks/synthetic_figure.py [--severity 0.7] [--seed 0] [-o docs/benchmarks/synthetic_domains.png]
+    .venv/bin/python benchmarks/analyses/synthetic_figure.py [--severity 0.7] [--seed 0] [-o docs/benchmarks/synthetic_domains.png]
 """
 from __future__ import annotations
 

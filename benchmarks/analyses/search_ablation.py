@@ -1,4 +1,4 @@
-"""Re-runs the DFG refinement of a finished benchmark grid with other search settings and scores the pseudo-labels.
+"""What does each part of the DFG search add? The grid's refinement re-run without it, pseudo-labels scored.
 
 Why: the grid's stage table says whether the refined pseudo-labels beat the FA model, not why. ``no_search``
 (every class "absent", so the pseudo-label is the FA model's argmax plus the connectivity post-processing)
@@ -6,7 +6,7 @@ isolates what the SAM search adds; a lower presence threshold tests whether the 
 on small, low-confidence slices; no stage 3 tests whether inflated boxes make masks leak into other organs; no
 growth bound shows what the bound saves. Target labels are read only to score. Appended to BENCHMARKS.md by hand.
 
-    .venv/bin/python benchmarks/search_ablation.py -o bench_out [-c 2d 3d_fullres]
+    .venv/bin/python benchmarks/analyses/search_ablation.py -o bench_out [-c 2d 3d_fullres]
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from nnunet_dfg.evaluation import evaluate_folders
 from nnunet_dfg.nnunet_io import dataset_folder, read_json, write_json_atomic
 from nnunet_dfg.statistics import bootstrap_interval, case_dice
 
-import quality_grid
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the runner's modules (quality_grid)
+import quality_grid  # noqa: E402
 
 BIN = Path(sys.executable).parent
 # Each variant overrides the benchmark's search settings, which bound a refined mask to 2x the model's own mask

@@ -1,4 +1,4 @@
-"""What box prompting can give at best on the benchmark's target images: SAM answers the ground-truth box.
+"""What can box prompting give at best on the target images, when SAM answers the ground-truth box?
 
 Why: when the refined pseudo-labels lose to the FA model, either the search finds bad boxes or the segmenter's
 masks are worse than the model's prediction whatever the box. Each labelled structure of each slice is prompted
@@ -7,11 +7,12 @@ post-processed as in the search (largest region, holes filled), the image window
 each class scored by 3D Dice against the target labels (classes scored independently, no merge). Target labels
 are read only here, to prompt and to score: this is an evaluation.
 
-    .venv/bin/python benchmarks/sam_ceiling.py -o bench_out [-c 2d 3d_fullres]
+    .venv/bin/python benchmarks/analyses/sam_ceiling.py -o bench_out [-c 2d 3d_fullres]
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ from nnunet_dfg.prompt_search.masks import bbox, expand_box, largest_component
 from nnunet_dfg.sam.intensity import resolve_modality, sam_image
 from nnunet_dfg.sam.segmenter import load_segmenter
 
-import quality_grid
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the runner's modules (quality_grid)
+import quality_grid  # noqa: E402
 
 
 def ground_truth_masks(image: np.ndarray, label: np.ndarray, n_classes: int, segmenter,

@@ -1,15 +1,17 @@
-"""Scores other connectivity post-processing rules on the refined pseudo-labels a finished benchmark grid left.
+"""Would another connectivity rule than the largest 3D component give better refined pseudo-labels?
 
+Scores other connectivity post-processing rules on the refined pseudo-labels a finished benchmark grid left.
 Why: the reference keeps each class's largest 3D component. When the FA model splits an organ and predicts a
 larger false blob elsewhere, that rule keeps the blob and drops the organ: a left kidney went from 0.40 Dice to
 0.00. The rules below are pure functions of the labels before post-processing (``dfg_refine/labels_raw``), so
 no model or SAM runs; target labels are read only to score.
 
-    .venv/bin/python benchmarks/postprocess_ablation.py -o bench_out [-o other_bench_out ...]
+    .venv/bin/python benchmarks/analyses/postprocess_ablation.py -o bench_out [-o other_bench_out ...]
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +23,8 @@ from nnunet_dfg.nnunet_io import dataset_folder, read_json, write_json_atomic
 from nnunet_dfg.prompt_search import largest_component_per_class
 from nnunet_dfg.prompt_search.postprocess import keep_components_per_class
 
-import quality_grid
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the runner's modules (quality_grid)
+import quality_grid  # noqa: E402
 
 
 RULES: dict[str, Callable[[np.ndarray, list[int]], np.ndarray]] = {

@@ -1,4 +1,4 @@
-"""SDG with SAM on the image's own grid against SAM on the source model's grid, on targets finer than the source.
+"""Does SDG gain on targets finer than the source when SAM sees the image's own grid instead of the network's?
 
 Why: ``sdg-predict`` feeds SAM the target on the source model's network grid (its plans' spacing), so a target
 scanned finer than the source (0.75 mm CT for a 1.5 mm MRI model) reaches SAM at the source's resolution, while
@@ -11,12 +11,13 @@ network grid, as ``sdg-predict`` does (labels exported back), or on the image gr
 resampled to it, SAM on the raw slices); SAM as shipped and the grid's decoder fine-tuned on that seed's source.
 Scored against the fine labels, paired per case, pooled over seeds. Nothing is trained.
 
-    .venv/bin/python benchmarks/sdg_image_grid.py -o bench_out [--factor 2] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/analyses/sdg_image_grid.py -o bench_out [--factor 2] [--seeds 0 1 2]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,8 @@ from nnunet_dfg.nnunet_io import read_json, write_json_atomic
 from nnunet_dfg.statistics import bootstrap_interval
 from nnunet_dfg.synthetic import DEFAULT_SPACING, make_case, write_nifti
 
-import quality_grid
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the runner's modules (quality_grid)
+import quality_grid  # noqa: E402
 
 ROWS = ("source_only", "sdg_network", "sdg_image", "sdg_finetuned_network", "sdg_finetuned_image")
 PAIRS = (("sdg_image", "sdg_network"), ("sdg_finetuned_image", "sdg_finetuned_network"),

@@ -1,4 +1,4 @@
-"""What SAM gives a right box at the benchmark's 64 px slices against the same patients scanned at 128 and 256 px.
+"""How much does the 64 px slice limit SAM given a right box, against the same patients at 128 and 256 px?
 
 Why: every box-prompted stage (DFG refinement, SDG) loses to the networks on small organs, and on 64 px slices a
 spleen is ~10 px across; the DFG and SDG references prompt SAM on 256-512 px slices. This separates the slice size
@@ -10,12 +10,13 @@ source; MR percentile window), each slice's classes prompted with their ground-t
 prompt and to score: an evaluation. Nothing is trained and no grid folder is needed; grid.json, when there,
 adds the networks' figures for comparison.
 
-    .venv/bin/python benchmarks/sam_by_slice_size.py -o bench_out [--factors 1 2 4] [--seeds 0 1 2 3 4]
+    .venv/bin/python benchmarks/analyses/sam_by_slice_size.py -o bench_out [--factors 1 2 4] [--seeds 0 1 2 3 4]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,10 @@ from nnunet_dfg.sam.segmenter import load_segmenter
 from nnunet_dfg.statistics import bootstrap_interval
 from nnunet_dfg.synthetic import LABELS
 
-import quality_grid
-from sam_ceiling import ground_truth_masks
-from sdg_image_grid import fine_patients
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the runner's modules (quality_grid)
+import quality_grid  # noqa: E402
+from sam_ceiling import ground_truth_masks  # noqa: E402
+from sdg_image_grid import fine_patients  # noqa: E402
 
 DOMAINS = {"target": "ct", "source": "mr"}  # the domain's SAM window: the synthetic target's channel is "CT"
 

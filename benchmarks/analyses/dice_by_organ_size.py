@@ -1,5 +1,6 @@
-"""Per-slice Dice of two stages against the organ's size on the slice, from a finished grid (nothing is run).
+"""Does a stage gain or lose against another on small organs only, or at every organ size on the slice?
 
+Per-slice Dice of two stages against the organ's size on the slice, from a finished grid (nothing is run).
 Why: the benchmark's slices are 64 x 64 px, so an organ covers 10-110 px of a slice (the reference's 256 px
 slices have 16x as many). SAM answers each slice upsampled to 256 px and its masks are resized back, so a boundary
 off by one slice pixel costs a small organ a large part of its Dice; the network predicts at the slice's own
@@ -7,11 +8,12 @@ resolution. Pairing two stages slice by slice within size classes shows whether 
 only or everywhere. Slices where the organ is absent from the ground truth have no Dice; for them the tables give
 the false-positive pixels per slice instead (the volume Dice of the stage tables counts both).
 
-    .venv/bin/python benchmarks/dice_by_organ_size.py -o bench_out [--seeds 0 1 2]
+    .venv/bin/python benchmarks/analyses/dice_by_organ_size.py -o bench_out [--seeds 0 1 2]
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,8 @@ from nnunet_dfg.nnunet_io import dataset_folder, write_json_atomic
 from nnunet_dfg.statistics import bootstrap_interval
 from nnunet_dfg.synthetic import LABELS
 
-import quality_grid
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the runner's modules (quality_grid)
+import quality_grid  # noqa: E402
 
 EDGES = (1, 30, 60, 100)  # slice pixels of the organ: [1, 30), [30, 60), [60, 100), [100, inf)
 # (better, worse, images): the test-image rows and the pseudo-labels of the target training images
