@@ -1,29 +1,24 @@
-"""Synthetic two-domain abdominal benchmark: MRI-like source, CT-like target.
+"""Synthetic two-domain abdominal benchmark: T2-SPIR-like MRI source, portal-venous CT target.
 
-Why it exists: adaptation code needs a labelled source and a shifted, unlabelled
-target whose ground truth is known but kept out of reach, small enough to train
-on in minutes. Anatomy is defined in coordinates normalised to the field of view
-(so any ``shape`` keeps every organ inside), with the label convention of the
-DFG paper: 1 spleen, 2 right kidney, 3 left kidney, 4 liver. Image axes are
-(z, y, x) with +y posterior and +x the patient's left (radiological display).
+Why it exists: adaptation code needs a labelled source and a shifted, unlabelled target whose ground truth is known
+but kept out of reach, small enough to train on a CPU. It poses the DFG paper's problem (CHAOS T2-SPIR -> BTCV CT):
+both domains' tissue intensities come from physics (``synthetic_contrast``: a fat-suppressed spin-echo signal
+equation with published relaxation times; textbook portal-venous HU), never from a pipeline result, so whatever
+Dice the source model keeps on the target is what the benchmark reports.
 
-The shift mimics T2-weighted MRI -> portal-venous CT: in the source, fat and the
-bowel-filled interior are bright and the liver is darker than both (kidney > spleen >
-fat > liver); in the target, fat is dark (-100 HU) and every organ stands out
-brighter than it (kidney 165 > spleen 125 > liver 110 HU, enhanced vessels 170), so the
-liver flips from dark-on-bright to bright-on-dark. Rician noise plus a smooth
-multiplicative bias field in the source, spatially correlated Gaussian noise and a
-wider in-plane PSF in the target, arbitrary positive units versus HU. Severity 1 is
-that CT; values between 0 and 1 blend the two appearances, the organs more slowly than
-their surroundings (only around 0.35 does the blended liver match the fat around it);
-above 1 the organ contrast shrinks and noise grows. A blend is expressed in HU (mapped linearly so its
-fat reads -100 and its kidneys 165 HU), so SAM's CT window shows it as it would a CT. The default, 0.7
-(DEFAULT_SEVERITY), leaves a source model trained to ~0.93 Dice in its domain with ~0.4 on the target: the
-liver is lost (its contrast is inverted), kidneys and spleen partly kept.
+Anatomy is defined in coordinates normalised to the field of view, with the label convention of the DFG paper:
+1 spleen, 2 right kidney, 3 left kidney, 4 liver. Image axes are (z, y, x) with +z cranial, +y posterior and +x the
+patient's left (radiological display). The volume spans the liver's dome to the kidneys' lower poles (``FOV_MM``:
+216 mm cranio-caudal, 360 mm in-plane), so the default 36 slices are 6 mm thick and a slice's pixel size follows
+from its side (64 px: 5.6 mm, 128 px: 2.8 mm, 256 px: 1.4 mm). Unlabelled structures every abdominal scan has, and
+which differ between the domains, sit between and inside the organs: intrahepatic vessels (part of the liver label;
+flow voids in MRI, enhanced in CT), the gallbladder (fluid, outside the liver label), aorta and IVC, ribs, spine
+with discs and canal, bowel with gas, and mesenteric fat.
 
-``direction="ct2mr"`` writes the reverse: a CT source (severity 1, channel "CT", so nnU-Net plans CTNormalization)
-and an MRI-like target at the blend ``1 - severity`` (channel "MRI"), which tests a target whose modality needs
-another normalisation than the source's. Its calibration is not tuned like the default's.
+``severity`` 1 (the default) is the CT; values between 0 and 1 blend the two appearances (a knob for sweeps,
+expressed in HU by an affine map so that a CT window sees it as it would a CT); above 1 the organ contrast shrinks
+and noise grows. ``direction="ct2mr"`` writes the reverse with the same physics: a CT source (channel "CT", so
+nnU-Net plans CTNormalization) and the T2-SPIR-like target (channel "MRI") at the blend ``1 - severity``.
 """
 from __future__ import annotations
 
@@ -39,18 +34,23 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from .nnunet_io import datasets_with_id
+from .synthetic_contrast import (AIR, BONE, BOWEL, CORTEX, CT_NOISE_HU, CT_PSF_MM, FAT, FLUID, GAS, KIDNEY, LIVER,
+                                 MR_BIAS_RANGE, MR_RICIAN_SIGMA, MUSCLE, ORGANS, SOURCE_MEANS, SPLEEN, TARGET_MEANS,
+                                 VESSEL, VISC)
 
 LABELS = {"background": 0, "spleen": 1, "right_kidney": 2, "left_kidney": 3, "liver": 4}
-
-AIR, FAT, MUSCLE, VISC, BOWEL, GAS, BONE, FLUID, VESSEL, SPLEEN, KIDNEY, LIVER = range(12)
-# Tissue means indexed by the codes above. Source: T2-weighted-like arbitrary
-# units (kidney > spleen > liver, flow voids dark). Target: portal-venous CT, HU.
-SOURCE_MEANS = np.array([0, 420, 160, 380, 300, 15, 120, 560, 60, 600, 750, 260], float)
-TARGET_MEANS = np.array([-1000, -100, 50, -80, 25, -850, 600, 10, 170, 125, 165, 110], float)
-ORGANS = (SPLEEN, KIDNEY, LIVER)
-DEFAULT_SEVERITY = 0.7
-DEFAULT_SPACING = (4.0, 1.5, 1.5)  # (z, y, x) mm of every written case
+DEFAULT_SEVERITY = 1.0
+FOV_MM = (216.0, 360.0, 360.0)  # (z, y, x): liver dome to the kidneys' lower poles; an adult abdomen's width
+DEFAULT_SHAPE = (36, 64, 64)
 DIRECTIONS = ("mr2ct", "ct2mr")  # source -> target modality of write_benchmark
+
+
+def spacing_for(shape: tuple[int, int, int]) -> tuple[float, float, float]:
+    """(z, y, x) mm of a volume of ``shape`` covering ``FOV_MM``: the anatomy is fixed, the sampling varies."""
+    return tuple(float(f) / int(n) for f, n in zip(FOV_MM, shape))
+
+
+DEFAULT_SPACING = spacing_for(DEFAULT_SHAPE)
 
 
 def _waves(rng: np.random.Generator, k: int, freq: float) -> tuple[np.ndarray, np.ndarray]:
@@ -84,19 +84,26 @@ def _organ(rng: np.random.Generator, c, r, angle: float) -> tuple:
 
 
 def _draw_anatomy(rng: np.random.Generator) -> dict:
-    """Draw all per-case shape parameters once, so z sub-samples share one patient."""
+    """Draw all per-case shape parameters once, so z sub-samples share one patient.
+
+    Organ templates (normalised (z, y, x) centre and radii over the 216 mm x 360 mm field): liver ~150 mm
+    cranio-caudal with its dome near the top slice, spleen ~100 mm below the left dome, kidneys ~105 mm long with
+    the right one lower (pushed down by the liver) and their lower poles near the bottom slice.
+    """
     return {
         "rot": rng.uniform(-0.15, 0.15), "scale": rng.uniform(0.9, 1.1, 3),
-        "shift": rng.normal(0.0, [0.06, 0.03, 0.03]),
+        "shift": rng.normal(0.0, [0.04, 0.03, 0.03]),
         "deform": [_waves(rng, 4, 2.5) for _ in range(3)], "deform_amp": rng.uniform(0.02, 0.045),
         "fat": rng.uniform(0.70, 0.86), "wall": rng.uniform(0.08, 0.14),
-        "bowel": _waves(rng, 10, 9.0), "gas": _waves(rng, 8, 12.0),
+        "bowel": _waves(rng, 10, 9.0), "gas": _waves(rng, 8, 12.0), "hepatic": _waves(rng, 6, 14.0),
         "disc_phase": rng.uniform(0, 2 * np.pi), "lobes": rng.uniform(0, 2 * np.pi),
-        "liver": _organ(rng, (0.2, -0.07, -0.35), (0.62, 0.42, 0.40), 0.0),
-        "liver_left": _organ(rng, (0.35, -0.32, 0.08), (0.30, 0.17, 0.35), 0.15),
-        "spleen": _organ(rng, (0.22, 0.18, 0.54), (0.48, 0.32, 0.20), -0.5),
-        "rkid": _organ(rng, (-0.25, 0.34, -0.37), (0.45, 0.20, 0.15), 0.35),
-        "lkid": _organ(rng, (-0.12, 0.32, 0.37), (0.45, 0.20, 0.15), -0.35),
+        "rib_phase": rng.uniform(0, 2 * np.pi),
+        "liver": _organ(rng, (0.22, -0.07, -0.35), (0.66, 0.42, 0.40), 0.0),
+        "liver_left": _organ(rng, (0.42, -0.32, 0.08), (0.34, 0.17, 0.35), 0.15),
+        "gallbladder": _organ(rng, (-0.22, -0.30, -0.22), (0.22, 0.09, 0.07), 0.3),
+        "spleen": _organ(rng, (0.32, 0.18, 0.54), (0.46, 0.34, 0.22), -0.5),
+        "rkid": _organ(rng, (-0.40, 0.34, -0.37), (0.48, 0.20, 0.15), 0.35),
+        "lkid": _organ(rng, (-0.30, 0.32, 0.37), (0.48, 0.20, 0.15), -0.35),
     }
 
 
@@ -114,22 +121,32 @@ def _anatomy(p: dict, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.n
     inner = p["fat"] - p["wall"]
     tissue = np.full(qz.shape, AIR, np.int8)
     tissue[body < 1] = FAT
+    wall = (body < p["fat"]) & (body >= inner)
     tissue[body < p["fat"]] = MUSCLE
     interior = body < inner
     tissue[interior] = VISC
     tissue[interior & (_field(p["bowel"], q) > 0.3)] = BOWEL
     tissue[interior & (_field(p["gas"], q) > 1.6) & (qy < 0.0)] = GAS
+    # ribs: short oblique segments in the body wall above the kidneys' lower halves
+    theta = np.arctan2(qy, qx)
+    ribs = wall & (np.cos(9.0 * theta + 7.0 * qz + p["rib_phase"]) > 0.75) & (qz > -0.3) & (qy < 0.5)
+    tissue[ribs] = CORTEX
 
     label = np.zeros(qz.shape, np.uint8)
     c, r, a = p["liver"]
     lobed = 1.0 + 0.1 * np.sin(3.0 * np.arctan2(qy - float(c[1]), qx - float(c[2])) + p["lobes"])
-    liver = np.minimum(_ellipsoid(q, c, r, a) * lobed, _ellipsoid(q, *p["liver_left"]))
+    liver = (np.minimum(_ellipsoid(q, c, r, a) * lobed, _ellipsoid(q, *p["liver_left"])) < 1) & interior
+    gallbladder = (_ellipsoid(q, *p["gallbladder"]) < 1) & interior
+    liver &= ~gallbladder
     c, r, a = p["spleen"]
     notch = (c[0], c[1] - 0.02, c[2] - 0.85 * r[2])
     spleen = (_ellipsoid(q, c, r, a) < 1) & (_ellipsoid(q, notch, (r[0] * 1.1, r[1] * 0.7, r[2] * 0.5), a) > 1)
-    for mask, lab, tis in ((liver < 1, 4, LIVER), (spleen, 1, SPLEEN)):
-        mask &= interior
-        label[mask], tissue[mask] = lab, tis
+    spleen &= interior
+    label[liver], tissue[liver] = 4, LIVER
+    # intrahepatic portal and hepatic veins: thin branching sheets of one wave field, part of the liver label
+    tissue[liver & (np.abs(_field(p["hepatic"], q)) < 0.07)] = VESSEL
+    tissue[gallbladder] = FLUID
+    label[spleen], tissue[spleen] = 1, SPLEEN
     for key, lab, medial in (("rkid", 2, 1.0), ("lkid", 3, -1.0)):
         c, r, a = p[key]  # (z, y, x) centre, radii, in-plane angle
         hilum = (c[0], c[1] - 0.03, c[2] + medial * 0.9 * r[2])
@@ -140,60 +157,64 @@ def _anatomy(p: dict, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.n
     # Unlabelled distractors: paraspinal muscle yields to organs; spine and vessels cut through.
     para = (((qy - 0.58) / 0.10) ** 2 + ((np.abs(qx) - 0.2) / 0.13) ** 2 < 1) & (label == 0) & (body < 1)
     tissue[para] = MUSCLE
-    vert = ((qy - 0.46) / 0.12) ** 2 + (qx / 0.12) ** 2 < 1
-    disc = np.cos(2 * np.pi * qz / 0.55 + p["disc_phase"]) > 0.8
-    fluid = (((qy - 0.62) / 0.05) ** 2 + (qx / 0.05) ** 2 < 1) | (vert & disc)
-    bone = (vert & ~disc) | (((qy - 0.71) / 0.05) ** 2 + (qx / 0.03) ** 2 < 1)
+    vert_r = ((qy - 0.46) / 0.12) ** 2 + (qx / 0.12) ** 2
+    vert = vert_r < 1
+    disc = np.cos(2 * np.pi * qz / 0.3 + p["disc_phase"]) > 0.8  # ~30 mm vertebral period
+    canal = ((qy - 0.62) / 0.05) ** 2 + (qx / 0.05) ** 2 < 1
+    cortex = (vert & ~disc & (vert_r > 0.72)) | (((qy - 0.71) / 0.05) ** 2 + (qx / 0.03) ** 2 < 1)
+    marrow = vert & ~disc & ~cortex
     vessel = (((qy - 0.27) / 0.065) ** 2 + ((qx - 0.1) / 0.065) ** 2 < 1) | \
              (((qy - 0.24) / 0.06) ** 2 + ((qx + 0.13) / 0.08) ** 2 < 1)
-    for mask, tis in ((bone, BONE), (fluid, FLUID), (vessel, VESSEL)):
+    # discs drawn as fibrous tissue (annulus), close to muscle in both modalities
+    for mask, tis in ((marrow, BONE), (cortex, CORTEX), (vert & disc, MUSCLE), (canal, FLUID), (vessel, VESSEL)):
         tissue[mask], label[mask] = tis, 0
     return tissue, label
 
 
 def _appearance(rng: np.random.Generator, domain: str, severity: float, hu_units: bool = True) -> dict:
-    """Per-case intensity model; severity 0 reproduces the source, 1 is CT, 2 is harsher."""
+    """Per-case intensity model; severity 0 reproduces the source, 1 is CT, 2 is harsher.
+
+    Per case: a scanner gain in MRI (0.8-1.25) and +-4 % per tissue (physiology); +-5 HU per tissue in CT
+    (contrast timing).
+    """
     t, h = min(severity, 1.0), max(severity - 1.0, 0.0)
     if domain == "source":
         t = h = 0.0
     gain = rng.uniform(0.8, 1.25)
     src = SOURCE_MEANS * gain * (1.0 + rng.normal(0.0, 0.04, SOURCE_MEANS.size))
-    tgt = TARGET_MEANS + np.r_[0.0, rng.normal(0.0, 4.0, TARGET_MEANS.size - 1)]
+    tgt = TARGET_MEANS + np.r_[0.0, rng.normal(0.0, 5.0, TARGET_MEANS.size - 1)]
     means = (1 - t) * src + t * tgt
     org = list(ORGANS)
-    # organs change more slowly than their surroundings (t ** 1.75): the liver, dark on bright fat in the source and
-    # bright on dark fat in CT, then matches its surroundings only around severity 0.35, not 0.45
-    t_org = t ** 1.75
-    means[org] = (1 - t_org) * src[org] + t_org * tgt[org]
     means[org] = means[MUSCLE] + (means[org] - means[MUSCLE]) * (1.0 - 0.3 * h)
     # A blend is in neither unit; a scanner is calibrated in HU, so map the blended target linearly onto HU with
-    # fat and kidney at their CT values. Affine, so the networks' z-score / CT normalisation sees the same image,
-    # while a CT window (SAM's [-125, 275]) sees organs inside it, not saturated (spleen 346, kidney 437 before).
+    # fat and kidney at their CT values. Affine, so the networks' z-score / CT normalisation sees the same image.
     hu = 0.0 < t < 1.0 and hu_units and domain == "target"
     scale = (tgt[KIDNEY] - tgt[FAT]) / (means[KIDNEY] - means[FAT]) if hu else 1.0
     return {
         "hu": (scale, tgt[FAT] - scale * means[FAT] if hu else 0.0),
         "means": means, "lo": means[AIR], "texture": (1 - t) * 15.0 * gain + t * 6.0,
         "tex_waves": _waves(rng, 6, 12.0), "bias_waves": _waves(rng, 3, 1.8),
-        "bias": (1 - t) * rng.uniform(0.15, 0.3), "blur_mm": t * 1.6 * (1 + 0.5 * h),
-        "rician": (1 - t) * 18.0 * gain, "gauss": t * 14.0 * (1 + 0.8 * h),
+        "bias": (1 - t) * rng.uniform(*MR_BIAS_RANGE), "blur_mm": t * CT_PSF_MM * (1 + 0.5 * h),
+        "rician": (1 - t) * MR_RICIAN_SIGMA * gain, "gauss": t * CT_NOISE_HU * (1 + 0.8 * h),
     }
 
 
 def make_case(rng: np.random.Generator, domain: str, severity: float,
-              shape: tuple[int, int, int] = (24, 96, 96),
-              spacing: tuple[float, float, float] = DEFAULT_SPACING, hu_units: bool = True,
+              shape: tuple[int, int, int] = DEFAULT_SHAPE,
+              spacing: tuple[float, float, float] | None = None, hu_units: bool = True,
               ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Generate one (image float32, label uint8, spacing) case in (z, y, x) order.
 
-    ``severity`` only affects ``domain="target"``; thick slices are simulated by
-    averaging three sub-slice samples (partial volume) while labels use the centre. A target blend
-    (0 < severity < 1) is expressed in HU unless ``hu_units`` is False (the MRI-like target of ``ct2mr``).
+    ``severity`` only affects ``domain="target"``; thick slices are simulated by averaging three sub-slice samples
+    (partial volume) while labels use the centre. ``spacing`` defaults to ``spacing_for(shape)`` (the anatomy covers
+    ``FOV_MM`` whatever the shape). A target blend (0 < severity < 1) is expressed in HU unless ``hu_units`` is False
+    (the MRI-like target of ``ct2mr``).
     """
     if domain not in ("source", "target"):
         raise ValueError(f"domain must be 'source' or 'target', got {domain!r}")
     if not 0.0 <= severity <= 2.0:
         raise ValueError(f"severity must lie in [0, 2], got {severity}")
+    spacing = spacing_for(shape) if spacing is None else spacing
     nz = shape[0]
     anat = _draw_anatomy(rng)
     app = _appearance(rng, domain, severity, hu_units)
@@ -251,9 +272,9 @@ def _check_free(raw_root: str, dataset_id: int) -> None:
         raise FileExistsError(f"{taken[0]} already exists; refusing to overwrite it")
 
 
-def write_benchmark(raw_root: str, source_id: int = 701, target_id: int = 702, n_source: int = 12,
-                    n_target: int = 8, n_target_test: int = 4, severity: float = DEFAULT_SEVERITY, seed: int = 0,
-                    shape: tuple[int, int, int] = (24, 96, 96), direction: str = "mr2ct") -> dict:
+def write_benchmark(raw_root: str, source_id: int = 701, target_id: int = 702, n_source: int = 16,
+                    n_target: int = 16, n_target_test: int = 16, severity: float = DEFAULT_SEVERITY, seed: int = 0,
+                    shape: tuple[int, int, int] = DEFAULT_SHAPE, direction: str = "mr2ct") -> dict:
     """Write the source dataset, the unlabelled target dataset and hidden target labels.
 
     Everything is built in a temporary sibling folder and renamed into place, so an
