@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from cli_env import nnunet_env, run
+from PIL import Image
 
 STAGES = {"source_in_domain", "source_only", "fa", "pseudo_fa", "pseudo_box", "pseudo_sdg", "pseudo_dfg_raw",
           "pseudo_dfg_post", "self_trained", "sdg", "sdg_finetuned", "oracle"}
@@ -29,6 +30,10 @@ def test_demo_runs_every_stage_and_prints_the_stage_table(tmp_path):
     printed = proc.stdout[proc.stdout.index("source_in_domain"):]
     assert all(stage in printed for stage in STAGES) and "stage table:" in printed
     assert "source < FA" in printed and "self-trained >= 0.9x oracle" in printed  # the paired goal checks
+    # the stage figure beside the table: bars and one slice per stage (its content: test_stage_figure.py)
+    assert f"stage figure: {out / 'work' / 'stage_figure.png'}" in printed
+    with Image.open(out / "work" / "stage_figure.png") as png:
+        assert png.format == "PNG" and png.width > 800 and png.height > 600
     predictions = out / "work" / "predictions"
     for stage in ("source_only", "fa", "self_trained", "sdg", "sdg_finetuned", "oracle"):
         assert sorted(p.name for p in (predictions / stage).glob("*.nii.gz")) == ["case_0002.nii.gz",

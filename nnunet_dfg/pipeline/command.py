@@ -13,6 +13,7 @@ from ..seed import DEFAULT_SEED, parse_seed
 from ..statistics import compare_goals, format_comparisons
 from .dfg import DFGPipeline, PipelineConfig
 from .runner import Runner, Step, nnunet_environment
+from .stage_figure import write_stage_figure
 from .stage_table import format_stage_table, stage_table
 
 
@@ -37,7 +38,25 @@ def _run(cfg: PipelineConfig, work: Path, env: dict, extra_first: list[Step] = (
           "BENCHMARKS.md pools several seeds):")
     print(format_comparisons(compare_goals([evaluations])))
     print(f"\nstage table: {work / 'stage_table.json'}   ({time.time() - started:.0f} s this run)")
+    _figure(work / "stage_figure.png", evaluations, pipeline)
     return table
+
+
+def _figure(path: Path, evaluations: dict, pipeline: DFGPipeline) -> None:
+    """The stage figure beside the table; a picture that cannot be drawn (unreadable files) does not fail a run
+    whose table is written: one line says why. Without target labels nothing was evaluated and nothing is drawn."""
+    if not evaluations:
+        return
+    try:
+        labels = pipeline.labels
+    except (UserError, OSError, KeyError):
+        labels = None
+    try:
+        write_stage_figure(path, evaluations, pipeline.stage_sources(), labels)
+    except (OSError, RuntimeError, ValueError) as e:
+        print(f"stage figure not written: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return
+    print(f"stage figure: {path}")
 
 
 def _seed(value: str) -> int:

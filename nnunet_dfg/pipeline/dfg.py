@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Optional
 
 from ..cpu_plans import CPU_PLANS, cpu_plans
+from ..errors import UserError
 from ..nnunet_io import atomic_folder, dataset_folder, read_json, write_json_atomic
 from ..seed import DEFAULT_SEED, SEED_ENV
 from ..command_base import OUT_ID_OFFSET
 from .runner import Runner, Step
+from .stage_figure import StageFiles
 
 PSEUDO_PROMPTS = ("dfg", "box", "sdg")
 
@@ -69,6 +71,7 @@ class DFGPipeline:
     def __init__(self, cfg: PipelineConfig, runner: Runner, raw: Path, results: Path):
         self.cfg, self.runner, self.raw, self.results = cfg, runner, raw, results
         self.predictions = runner.work / "predictions"
+        self.sources: dict[str, tuple] = {}  # stage -> (predictions, reference, images), filled by evaluate()
 
     def model(self, dataset: int, phase: str) -> Path:
         c = self.cfg
@@ -92,13 +95,27 @@ class DFGPipeline:
                        "-tr", c.trainer(phase), "-p", c.plans, "-device", c.device] + extra
         return Step(f"predict_{stage}", cmd)
 
-    def evaluate(self, stage: str, pred, ref: Path, only_predicted: bool = False) -> Step:
+    def evaluate(self, stage: str, pred, ref: Path, only_predicted: bool = False, images=None) -> Step:
+        """``pred``, ``ref`` and ``images`` (default: the target test images) may be callables, resolved late."""
+        self.sources[stage] = (pred, ref, images if images is not None else (lambda: self.test_images))
+
         def action():
             from ..evaluation import evaluate_folders
             folder, labels = (pred() if callable(pred) else pred), (ref() if callable(ref) else ref)
             result = evaluate_folders(str(folder), str(labels), labels=self.labels, only_predicted=only_predicted)
             write_json_atomic(self.runner.work / "eval" / f"{stage}.json", result)
         return Step(f"evaluate_{stage}", action=action)
+
+    def stage_sources(self) -> dict[str, StageFiles]:
+        """Each evaluated stage's files (after ``steps()``), for the stage figure; a stage whose dataset does not
+        exist (a step that never ran) is left out."""
+        out = {}
+        for stage, files in self.sources.items():
+            try:
+                out[stage] = StageFiles(*(Path(x() if callable(x) else x) for x in files))
+            except UserError:
+                continue
+        return out
 
     @property
     def target_raw(self) -> Path:
@@ -160,7 +177,8 @@ class DFGPipeline:
         if c.source_fold != "all":  # nnU-Net's own validation of the source fold: the source model in its domain
             validation = lambda: self.model(c.source_id, "Source") / f"fold_{c.source_fold}" / "validation"  # noqa
             source_labels = lambda: dataset_folder(self.raw, c.source_id) / "labelsTr"  # noqa: E731
-            steps.append(self.evaluate("source_in_domain", validation, source_labels, only_predicted=True))
+            steps.append(self.evaluate("source_in_domain", validation, source_labels, only_predicted=True,
+                                       images=lambda: dataset_folder(self.raw, c.source_id) / "imagesTr"))
         if c.target_labels_ts is not None:
             sdg = (("sdg", "sdg_finetuned") if c.sdg_finetuned else ("sdg",)) if c.sdg else ()
             stages = ("source_only", "fa", "self_trained") + sdg \
@@ -174,7 +192,8 @@ class DFGPipeline:
                       "pseudo_dfg_raw": ("dfg", "dfg_refine/labels_raw"), "pseudo_dfg_post": ("dfg", "labelsTr")}
             for stage, (prompt, sub) in pseudo.items():
                 folder = lambda prompt=prompt, sub=sub: dataset_folder(self.raw, c.pseudo_id(prompt)) / sub  # noqa
-                steps.append(self.evaluate(stage, folder, c.target_labels_tr))
+                steps.append(self.evaluate(stage, folder, c.target_labels_tr,
+                                           images=lambda: self.target_raw / "imagesTr"))
         return steps
 
     @property
