@@ -147,6 +147,11 @@ def _refine_then_self_training(chain):
     st = run(["nnUNetv2_train", "802", "2d", "all", "-tr", "nnUNetTrainerDFG_ST_test", "-device", "cpu",
               "-pretrained_weights", str(fa_ckpt)], env)
     assert "started from the loaded network, classifier included" in st.stdout
+    # self-training counts its epochs in passes over the pseudo-labelled slices (the reference's unit)
+    plans = json.loads((root / "pre/Dataset802_DFGSynthTargetPseudoDFG/nnUNetPlans.json").read_text())
+    slices = sum(sitk.ReadImage(str(f)).GetSize()[2] for f in (pseudo / "labelsTr").iterdir())
+    full = -(-slices // plans["configurations"]["2d"]["batch_size"])
+    assert f"one pass over the pseudo-labelled data: {full} iterations" in st.stdout
     st_model = root / "res/Dataset802_DFGSynthTargetPseudoDFG/nnUNetTrainerDFG_ST_test__nnUNetPlans__2d"
     before = torch.load(fa_ckpt, map_location="cpu", weights_only=False)["network_weights"]
     after = torch.load(st_model / "fold_all/checkpoint_final.pth", map_location="cpu", weights_only=False)

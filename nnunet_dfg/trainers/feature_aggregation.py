@@ -21,7 +21,8 @@ class nnUNetTrainerDFG_FA(nnUNetTrainerDFG_Adapt):
 
     Differs from nnU-Net's trainer in: the loss (bidirectional transport between the frozen classifier rows and
     the last decoder stage's features; target labels are never used), Adam with a step-decayed lr (reference:
-    lr 1e-4, wd 5e-4, x0.8 every 5 iterations, 160 iterations; nnU-Net's plans set the batch size), no
+    lr 1e-4, wd 5e-4, x0.8 after the first iteration and then every 5, 160 iterations, the lr set per iteration;
+    nnU-Net's plans set the batch size), no
     foreground oversampling (there are no labels), no "best" checkpoint and no final validation (both would need
     target labels; the last model is kept, as in the reference).
 
@@ -45,6 +46,8 @@ class nnUNetTrainerDFG_FA(nnUNetTrainerDFG_Adapt):
         self.num_epochs = 32
         self.num_val_iterations_per_epoch = 2
         self.oversample_foreground_percent = 0.0
+        self.first_decay_after = 1  # the reference's scheduler steps after its first iteration, then every 5
+        self._iteration_in_epoch = 0
         self._best_ema = float("inf")  # label-free phase: never a "best" checkpoint
         for key in ("fa_forward", "fa_backward"):
             self.logger.local_logger.my_fantastic_logging[key] = []
@@ -71,8 +74,14 @@ class nnUNetTrainerDFG_FA(nnUNetTrainerDFG_Adapt):
         forward, backward = fa_loss_terms(feats, prototypes(self.network).float(), config.tau, prior)
         return config.s * forward + (1 - config.s) * backward, forward, backward
 
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self._iteration_in_epoch = 0
+
     def train_step(self, batch: dict) -> dict:
         data = batch['data'].to(self.device, non_blocking=True)
+        self.lr_scheduler.at_iteration(self.current_epoch * self.num_iterations_per_epoch + self._iteration_in_epoch)
+        self._iteration_in_epoch += 1
         self.optimizer.zero_grad(set_to_none=True)
         loss, forward, backward = self._fa_step(data)
         if self.grad_scaler is not None:
