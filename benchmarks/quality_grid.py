@@ -34,7 +34,7 @@ PARALLEL_ENV = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
 @dataclass(frozen=True)
 class ConfigSetting:
-    """What one nnU-Net configuration is benchmarked on: volume shape, trainer schedules, search thresholds."""
+    """What one grid setting is benchmarked on: volume shape, trainer schedules, search thresholds, seeds."""
 
     shape: tuple[int, int, int]
     variant: str  # trainer-name suffix of the source, FA and ST trainers
@@ -42,23 +42,39 @@ class ConfigSetting:
     search_config: str
     seeds: tuple[int, ...] = (0,)
     chain: bool = True  # the whole DFG chain; False: only the source model's rows and the oracle (REFERENCE_STEPS)
+    configuration: str = ""  # the nnU-Net configuration; "": the setting's key ("2d", "3d_fullres")
 
 
-# The stage table and its goals are measured in 2d over three seeds; a 3D step with its augmentation costs several
-# 2D steps on the CPU, so 3d_fullres keeps one converged source model (in domain, on the target, and the oracle
-# beside it) without the adaptation chain: the whole benchmark must fit an hour on 2 cores.
-DEFAULT_SETTINGS = {"2d": ConfigSetting((12, 64, 64), "_demo", "_demoFinetune", DEMO_SEARCH_CONFIG, (0, 1, 2)),
-                    "3d_fullres": ConfigSetting((12, 64, 64), "_bench3d", "_bench3dFinetune", DEMO_SEARCH_CONFIG,
-                                                (0,), chain=False)}
+# Development seeds: every design choice, option and default was looked at on these. Confirmation seeds: named here
+# before they ran, run once after every choice was frozen, at the commit each chain records (``commit.txt``); a
+# choice changed after seeing them makes them development seeds, and new ones must be named.
+DEVELOPMENT_SEEDS = (0, 1, 2)
+CONFIRMATION_SEEDS = (100, 101, 102, 103, 104)
+
+# The default grid (the hour on 2 cores): the 2d chain on the benchmark's 64 px slices over the development seeds.
+# Behind --configurations: the 2d chain at 128 px (what the 64 px budget changes; about an hour a seed) and a
+# 3d_fullres source model with its oracle (no adaptation chain: a 3D step with its augmentation costs several 2D
+# steps on the CPU).
+SHAPE = (36, 64, 64)
+DEFAULT_SETTINGS = {"2d": ConfigSetting(SHAPE, "_demo", "_demoFinetune", DEMO_SEARCH_CONFIG, DEVELOPMENT_SEEDS)}
+OPTIONAL_SETTINGS = {
+    "2d_128": ConfigSetting((36, 128, 128), "_demo", "_demoFinetune", DEMO_SEARCH_CONFIG, (0,), configuration="2d"),
+    "3d_fullres": ConfigSetting(SHAPE, "_bench3d", "_bench3dFinetune", DEMO_SEARCH_CONFIG, (0,), chain=False),
+}
+ALL_SETTINGS = {**DEFAULT_SETTINGS, **OPTIONAL_SETTINGS}
+
+
+def seed_role(seed: int) -> str:
+    return "confirmation" if seed in CONFIRMATION_SEEDS else "development"
 
 
 @dataclass
 class GridSpec:
     settings: dict = field(default_factory=lambda: dict(DEFAULT_SETTINGS))
-    severities: tuple[float, ...] = (0.7,)
+    severities: tuple[float, ...] = (1.0,)
     n_source: int = 16
-    n_target: int = 4
-    n_test: int = 8
+    n_target: int = 16
+    n_test: int = 16
     plans: str = CPU_PLANS
     sdg: bool = True  # the SDG row (source boxes -> SAM)
     # the fine-tuned decoder row in every chain (finetune-sam predicts every source image, then trains: ~6 min)
@@ -126,7 +142,7 @@ class GridRun:
         tid = s.target_id(severity)
         hidden = _hidden(Path(env["nnUNet_raw"]), tid)
         setting = s.settings[configuration]
-        cfg = PipelineConfig(source_id=SOURCE_ID, target_id=tid, configuration=configuration,
+        cfg = PipelineConfig(source_id=SOURCE_ID, target_id=tid, configuration=setting.configuration or configuration,
                              variant=setting.variant, oracle_variant=setting.oracle_variant, plans=s.plans, seed=seed,
                              target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
                              search_config=setting.search_config, sdg=s.sdg,
@@ -149,6 +165,7 @@ class GridRun:
         steps = [s for s in p.steps() if s.name not in SOURCE_STEPS]
         if not self.spec.settings[configuration].chain:
             steps = [s for s in steps if s.name in REFERENCE_STEPS]
+        steps.append(Step("commit", action=lambda: record_commit(p.runner.work / "commit.txt")))
         self._run(p.runner, steps, f"{configuration} seed {seed} severity {severity:g}")
 
     def _run(self, runner: Runner, steps: list[Step], label: str) -> None:
@@ -182,7 +199,9 @@ class GridRun:
                     continue
                 p = self.pipeline(c, seed, sev)
                 chain = self.spec.settings[c].chain  # without the chain there is no search to count
-                records.append({"configuration": c, "seed": seed, "severity": sev,
+                commit = work / "commit.txt"
+                records.append({"configuration": c, "seed": seed, "severity": sev, "role": seed_role(seed),
+                                "commit": commit.read_text().strip() if commit.is_file() else "unknown",
                                 "table": stage_table(work / "eval"),
                                 "evaluations": {f.stem: read_json(f) for f in sorted((work / "eval").glob("*.json"))},
                                 "search": search_statistics(p.raw, p.cfg.pseudo_id("dfg")) if chain else {}})
@@ -196,8 +215,9 @@ def job_order(runs: list[tuple[str, int]], workers: int) -> list[tuple[str, tupl
 
     A schedule simulation on the 67-min run's durations (2 workers): 3481 s of grid in this order against 3579 s
     in the old one (every source, then every chain; that run took 3590 s)."""
-    cheap = [r for r in runs if r[0] != "3d_fullres"]
-    sources = cheap[:1] + [r for r in runs if r[0] == "3d_fullres"] + cheap[1:]
+    dear = ("3d_fullres", "2d_128")
+    cheap = [r for r in runs if r[0] not in dear]
+    sources = cheap[:1] + [r for r in runs if r[0] in dear] + cheap[1:]
     order: list[tuple[str, tuple[str, int]]] = []
     for i, run in enumerate(sources):
         order.append(("source", run))
@@ -205,6 +225,22 @@ def job_order(runs: list[tuple[str, int]], workers: int) -> list[tuple[str, tupl
             order.append(("chain", sources[i - workers]))
     order += [("chain", run) for run in sources[max(len(sources) - workers, 0):]]
     return order
+
+
+def record_commit(path: Path) -> None:
+    """The code a chain ran with: git's HEAD, marked ``+dirty`` where the package or the benchmarks had uncommitted
+    changes (a confirmation figure must name a commit that holds every choice it was run under)."""
+    import subprocess
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "nnunet_dfg", "benchmarks")
+    path.write_text(head + ("+dirty" if dirty else "") + "\n")
 
 
 def search_statistics(raw: Path, pseudo_id: int) -> dict:

@@ -12,6 +12,14 @@ import numpy as np
 from nnunet_dfg.pipeline.stage_table import STAGES
 from nnunet_dfg.statistics import GOALS, bootstrap_interval, case_dice, compare_goals
 
+def by_role(records: list[dict]) -> list[dict]:
+    """Records regrouped so that confirmation seeds never pool with development seeds: their configuration becomes
+    ``2d, confirmation seeds`` / ``2d, development seeds`` once any confirmation seed is present."""
+    if not any(r.get("role") == "confirmation" for r in records):
+        return records
+    return [{**r, "configuration": f"{r['configuration']}, {r.get('role', 'development')} seeds"} for r in records]
+
+
 def stage_summary(records: list[dict]) -> dict:
     """config -> stage -> {mean, low, high, sd_seeds, n}: the mean Dice over the cases of all seeds with a 95%
     bootstrap interval over (case, seed) units, and the spread of the per-seed means."""
@@ -187,6 +195,8 @@ def speed_section(speed: dict) -> list[str]:
 
 
 def render(meta: dict, records: list[dict], speed: dict, figures: dict, analysis: str) -> str:
+    commits = sorted({(r["seed"], r.get("commit", "unknown")) for r in records if r.get("role") == "confirmation"})
+    records = by_role(records)
     summary = stage_summary(records)
     goal_lines, _ = goal_tables(records)
     settings = "; ".join(f"`{c}`: volumes {' x '.join(map(str, v['shape']))}, seeds {list(v['seeds'])}, trainers "
@@ -197,14 +207,22 @@ def render(meta: dict, records: list[dict], speed: dict, figures: dict, analysis
            f"Regenerate with `{meta['command']}` (from scratch; this run: {meta['wall_min']:.0f} min on "
            f"{meta['machine']}, {meta['date']}). {meta.get('note', '')}", "",
            "## Setting", "",
-           f"Synthetic MRI→CT-like benchmark (`nnunet_dfg synthetic`, severity {meta['severities']}): "
-           f"{meta['n_source']} labelled source images, {meta['n_target']} unlabelled target images (adaptation; "
-           f"the pseudo_* rows are measured on them), {meta['n_test']} held-out target test images (all other rows "
-           f"but source_in_domain, which is nnU-Net's validation fold of the source). Plans `{meta['plans']}` "
+           f"Synthetic T2-SPIR MRI → portal-venous CT benchmark (`nnunet_dfg synthetic`, severity "
+           f"{meta['severities']}; the physics of both domains: docs/SYNTHETIC_BENCHMARK.md): {meta['n_source']} "
+           f"labelled source volumes, {meta['n_target']} unlabelled target volumes (adaptation; the pseudo_* rows "
+           f"are measured on them), {meta['n_test']} held-out target test volumes (all other rows but "
+           f"source_in_domain, which is nnU-Net's validation fold of the source). Plans `{meta['plans']}` "
            f"(nnU-Net's plans with a narrower network, `nnunet_dfg/cpu_plans.py`). {settings} (trainer schedules: "
-           "README, *Trainers and their variants*); segmenter LiteMedSAM. A seed fixes the synthetic data and every "
-           "training run (`nnUNet_dfg_seed`). Each model is its run's last checkpoint; target labels are read only "
-           "by the evaluation and the oracle.", "",
+           "docs/USAGE.md); segmenter LiteMedSAM. A seed fixes the synthetic data and every training run "
+           "(`nnUNet_dfg_seed`). Each model is its run's last checkpoint; target labels are read only by the "
+           "evaluation and the oracle.", "",
+           f"**Seeds.** Development seeds {list(meta.get('development_seeds', []))}: every design choice, option "
+           "and default was looked at on them. Confirmation seeds "
+           f"{list(meta.get('confirmation_seeds', []))}: named in `benchmarks/quality_grid.py` before they ran, "
+           "run once after every choice was frozen; verdicts are theirs, the development figures stand beside "
+           "them. "
+           + ("Confirmation chains ran at " + ", ".join(f"seed {s}: `{c}`" for s, c in commits) + "."
+              if commits else "No confirmation seed has run yet: every figure below is a development figure."), "",
            "## Quality: mean Dice per stage", "",
            "Mean Dice over the cases of all seeds (per case: mean over the four organs) with a 95% percentile "
            "bootstrap interval over (case, seed) units, and the standard deviation of the per-seed means.", ""]

@@ -79,7 +79,7 @@ def speed(grid: quality_grid.GridRun, out: Path) -> None:
         images = scratch / "synthetic" / "Dataset702_DFGSynthTarget" / "imagesTr"
         if not images.is_dir():
             write_benchmark(str(scratch / "synthetic"), n_source=1, n_target=max(spec.memory_counts),
-                            n_target_test=0, severity=severity, seed=100, shape=setting.shape)
+                            n_target_test=0, severity=severity, seed=999, shape=setting.shape)
         return speed_ratios.refine_memory(fa_model, images, scratch, env, setting.search_config, spec.memory_counts)
     _phase(out, "memory", memory)
 
@@ -96,21 +96,31 @@ def main() -> None:
                         help="grid jobs at the same time, one thread each (default 2: on 2 cores ~1.5x the throughput "
                              "of one job with two threads)")
     parser.add_argument("--configurations", nargs="+", default=list(quality_grid.DEFAULT_SETTINGS),
-                        help="nnU-Net configurations of the grid (default: 2d and 3d_fullres)")
+                        help="grid settings (default: 2d, the 64 px chain; also 2d_128, the chain at 128 px on seed "
+                             "0, and 3d_fullres, a source model and its oracle)")
     parser.add_argument("--seeds", type=int, nargs="+",
-                        help="seeds of the 2d chain (default 0 1 2; every further seed adds ~10 min to the hour)")
+                        help=f"seeds of the 2d chain (default: the development seeds "
+                             f"{' '.join(map(str, quality_grid.DEVELOPMENT_SEEDS))})")
+    parser.add_argument("--confirmation", action="store_true",
+                        help="add the confirmation seeds "
+                             f"{' '.join(map(str, quality_grid.CONFIRMATION_SEEDS))} to the 2d chain's seeds: run "
+                             "them once, after every choice is frozen and committed (each chain records its commit)")
     args = parser.parse_args()
     out = Path(args.o).resolve()
     out.mkdir(parents=True, exist_ok=True)
     spec = quality_grid.GridSpec(workers=args.workers)
-    unknown = sorted(set(args.configurations) - set(spec.settings))
+    unknown = sorted(set(args.configurations) - set(quality_grid.ALL_SETTINGS))
     if unknown:
-        parser.error(f"unknown configuration(s) {unknown}; choose from {sorted(spec.settings)}")
-    spec.settings = {c: v for c, v in spec.settings.items() if c in args.configurations}
+        parser.error(f"unknown configuration(s) {unknown}; choose from {sorted(quality_grid.ALL_SETTINGS)}")
+    spec.settings = {c: v for c, v in quality_grid.ALL_SETTINGS.items() if c in args.configurations}
     if args.seeds and "2d" in spec.settings:
         if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
             parser.error(f"--seeds must be distinct non-negative integers, got {args.seeds}")
         spec.settings["2d"] = dataclasses.replace(spec.settings["2d"], seeds=tuple(args.seeds))
+    if args.confirmation and "2d" in spec.settings:
+        seeds = spec.settings["2d"].seeds
+        spec.settings["2d"] = dataclasses.replace(
+            spec.settings["2d"], seeds=seeds + tuple(s for s in quality_grid.CONFIRMATION_SEEDS if s not in seeds))
     if args.quick:
         quick = quality_grid.ConfigSetting((8, 48, 48), "_test", "_test", quality_grid.DEMO_SEARCH_CONFIG, (0,))
         spec = quality_grid.GridSpec(settings={"2d": quick}, n_source=5, n_target=2, n_test=2, workers=1,
@@ -135,11 +145,14 @@ def main() -> None:
     meta = {**read_json(out / "meta.json"), "n_source": spec.n_source, "n_target": spec.n_target,
             "n_test": spec.n_test, "settings": {c: vars(v) for c, v in spec.settings.items()},
             "plans": spec.plans, "severities": list(spec.severities),
+            "development_seeds": list(quality_grid.DEVELOPMENT_SEEDS),
+            "confirmation_seeds": list(quality_grid.CONFIRMATION_SEEDS),
             "configurations": list(spec.configurations),
             "command": ".venv/bin/python benchmarks/run_all.py -o bench_out" + (" --quick" if args.quick else "")
             + ("" if args.quick or set(spec.settings) == set(quality_grid.DEFAULT_SETTINGS)
                else " --configurations " + " ".join(spec.settings))
             + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds and not args.quick else "")
+            + (" --confirmation" if args.confirmation and not args.quick else "")
             + (f" --memory-curve {args.memory_curve}" if args.memory_curve else "")}
     meta["wall_min"] = meta["wall_s"] / 60
     steps = {"2d": _read(out / "steps_2d.json")}
@@ -151,7 +164,9 @@ def main() -> None:
     target = out / "BENCHMARKS.md" if args.quick else REPO / "BENCHMARKS.md"
     fig_dir = target.parent / "docs" / "benchmarks" if not args.quick else out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    plots.dice_by_stage(report.stage_summary(records), list(spec.configurations), fig_dir / "dice_by_stage.png")
+    groups = report.by_role(records)
+    plots.dice_by_stage(report.stage_summary(groups), sorted({r["configuration"] for r in groups}),
+                        fig_dir / "dice_by_stage.png")
     figures = {"dice": str((fig_dir / "dice_by_stage.png").relative_to(target.parent))}
     if speed_figures["refine"]:
         plots.time_per_slice(speed_figures["refine"], speed_figures["memory"] or [], fig_dir / "time_per_slice.png")

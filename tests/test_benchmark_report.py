@@ -104,7 +104,7 @@ def test_grid_results_of_a_configuration_without_the_chain(tmp_path):
 
     setting = quality_grid.ConfigSetting((12, 64, 64), "_x", "_y", "{}", (0,), chain=False)
     grid = quality_grid.GridRun(quality_grid.GridSpec(settings={"3d_fullres": setting}), tmp_path)
-    eval_dir = grid.chain_work("3d_fullres", 0, 0.7) / "eval"
+    eval_dir = grid.chain_work("3d_fullres", 0, 1.0) / "eval"
     eval_dir.mkdir(parents=True)
     for stage in ("source_in_domain", "source_only", "oracle"):
         (eval_dir / f"{stage}.json").write_text(json.dumps(_evaluation(0.5)))
@@ -144,3 +144,23 @@ def test_decoder_profile_of_the_real_decoder_and_its_floor():
     assert abs(floor["ms_per_call_for_ratio_1_5"] - 3.33) < 0.01
     line = report.speed_section({"decoder": {**figures, "floor": floor}})[0]
     assert line.startswith("- **Where a decoder call goes**") and "alone **2.50**" in line
+
+
+def test_confirmation_seeds_never_pool_with_development_seeds(records):
+    confirm = [{**_record(seed, 0.6, 0.5, 0.5, 0.52, 0.45, 0.9), "role": "confirmation", "commit": "abc123"}
+               for seed in (100, 101)]
+    grouped = report.by_role(records + confirm)
+    assert {r["configuration"] for r in grouped} == {"2d, development seeds", "2d, confirmation seeds"}
+    _, verdicts = report.goal_tables(grouped)
+    assert verdicts[("2d, development seeds", "source < FA")].met  # 0.2 -> 0.5
+    assert verdicts[("2d, confirmation seeds", "source < FA")].verdict() == "reversed"  # 0.6 -> 0.5
+    assert verdicts[("2d, confirmation seeds", "source < FA")].n == 16
+    assert report.by_role(records) == records  # development seeds alone keep their configuration's name
+    meta = {"command": "run_all.py -o x --confirmation", "wall_min": 1.0, "machine": "2 CPU cores", "date": "d",
+            "n_source": 16, "n_target": 16, "n_test": 16, "plans": "p", "severities": [1.0], "configurations": ["2d"],
+            "settings": {"2d": {"shape": [36, 64, 64], "variant": "_b", "oracle_variant": "_f", "search_config": "{}",
+                                "seeds": [0, 1, 2, 100, 101]}},
+            "development_seeds": [0, 1, 2], "confirmation_seeds": [100, 101]}
+    text = report.render(meta, records + confirm, {}, {}, "")
+    assert "seed 100: `abc123`, seed 101: `abc123`" in text and "### `2d, confirmation seeds`" in text
+    assert "No confirmation seed has run yet" in report.render(meta, records, {}, {}, "")
