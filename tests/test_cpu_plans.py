@@ -20,7 +20,7 @@ def test_narrows_every_network_and_keeps_the_preprocessed_data():
     assert out["plans_name"] == CPU_PLANS
     c = out["configurations"]["2d"]
     assert c["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 128, 128]
-    assert c["data_identifier"] == "nnUNetPlans_2d" and c["batch_size"] == 10
+    assert c["data_identifier"] == "nnUNetPlans_2d" and c["batch_size"] == 8  # capped: nnU-Net planned 10
     assert out["configurations"]["3d_lowres"] == {"inherits_from": "3d_fullres"}
     assert PLANS["configurations"]["2d"]["architecture"]["arch_kwargs"]["features_per_stage"][0] == 32  # a copy
 
@@ -28,6 +28,8 @@ def test_narrows_every_network_and_keeps_the_preprocessed_data():
 def test_batch_size_and_width_options():
     c = cpu_plans(PLANS, base_features=8, max_features=32, batch_size=4)["configurations"]["2d"]
     assert c["architecture"]["arch_kwargs"]["features_per_stage"] == [8, 16, 32, 32, 32] and c["batch_size"] == 4
+    assert cpu_plans(PLANS, max_batch_size=None)["configurations"]["2d"]["batch_size"] == 10  # nnU-Net's
+    assert cpu_plans(PLANS, max_batch_size=16)["configurations"]["2d"]["batch_size"] == 10  # never raised
 
 
 def test_refuses_nonsense_widths():
