@@ -64,17 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet_dfg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synthetic", help="write the synthetic MRI->CT-like benchmark into nnUNet_raw")
+    p = sub.add_parser("synthetic", help="write the synthetic T2-SPIR MRI -> portal-venous CT benchmark into nnUNet_raw")
     p.add_argument("--raw", help="raw root (default: $nnUNet_raw)")
     p.add_argument("--source-id", type=int, default=701)
     p.add_argument("--target-id", type=int, default=702)
-    p.add_argument("--n-source", type=int, default=12)
-    p.add_argument("--n-target", type=int, default=8, help="unlabelled target images for adaptation")
-    p.add_argument("--n-test", type=int, default=4, help="held-out target test images")
-    p.add_argument("--severity", type=float, default=0.7,
-                   help="domain shift: 0 none, 0.7 default (MRI -> CT-like, liver contrast inverted), 1 CT, 2 harsh")
+    p.add_argument("--n-source", type=int, default=16)
+    p.add_argument("--n-target", type=int, default=16, help="unlabelled target images for adaptation")
+    p.add_argument("--n-test", type=int, default=16, help="held-out target test images")
+    p.add_argument("--severity", type=float, default=1.0,
+                   help="domain shift: 1 (default) portal-venous CT; 0 none, between 0 and 1 a blend in HU (for "
+                        "sweeps), 2 harsher (less organ contrast, more noise)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shape", type=int, nargs=3, default=[24, 96, 96], metavar=("Z", "Y", "X"))
+    p.add_argument("--shape", type=int, nargs=3, default=[36, 64, 64], metavar=("Z", "Y", "X"),
+                   help="voxels over the fixed 216 x 360 x 360 mm field (default 36 x 64 x 64: 6 mm slices, 5.6 mm "
+                        "pixels)")
     p.add_argument("--direction", default="mr2ct",
                    help="mr2ct (default: MRI-like source, CT-like target) or ct2mr (CT source, MRI-like target at "
                         "the blend 1 - severity; severity <= 1)")
