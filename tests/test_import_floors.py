@@ -1,5 +1,6 @@
-"""The package's import floors (README, "Layout"): pure algorithms (prompt_search) <- segmenters (sam) <- the volume
-engine <- the commands <- cli. Every import counts, also those inside functions; none may go up a floor."""
+"""The package's import floors (docs/USAGE.md, "Package layout"): pure algorithms (prompt_search) <- segmenters
+(sam) <- the volume engine <- the commands <- cli. Every import counts, also those inside functions; none may go up
+a floor."""
 from __future__ import annotations
 
 import ast
