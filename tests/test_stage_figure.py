@@ -121,3 +121,32 @@ def test_the_pipeline_says_where_each_evaluated_stage_is(tmp_path):
     assert sources["source_in_domain"].images == tmp_path / "raw/Dataset701_S/imagesTr"
     assert "pseudo_box" not in sources and "pseudo_sdg" not in sources  # Dataset812/822 do not exist
     assert json.loads(json.dumps([str(p) for p in sources["oracle"]]))  # every stage resolved to paths
+
+
+def test_the_pipeline_draws_its_evaluated_stages_beside_the_table(tmp_path, capsys):
+    """The glue in ``pipeline/command.py``: after the steps, the figure is drawn from the files the pipeline says
+    it evaluated; a run without evaluations draws nothing."""
+    from nnunet_dfg.pipeline.command import _figure
+
+    rng = np.random.default_rng(1)
+    target = tmp_path / "raw/Dataset702_T"
+    target.mkdir(parents=True)
+    (target / "dataset.json").write_text(json.dumps({"labels": LABELS, "channel_names": {"0": "CT"}}))
+    image, truth = _case(rng, 2, 6)
+    _write(target / "imagesTs/c1_0000.nii.gz", image)
+    _write(tmp_path / "labelsTs/c1.nii.gz", truth)
+    work = tmp_path / "work"
+    _write(work / "predictions/fa/c1.nii.gz", truth)
+    cfg = PipelineConfig(source_id=701, target_id=702, source_fold="all", sdg=False, oracle=False,
+                         target_labels_ts=tmp_path / "labelsTs")
+    pipeline = DFGPipeline(cfg, Runner(work, {}, quiet=True), tmp_path / "raw", tmp_path / "res")
+    pipeline.steps()
+    _figure(work / "none.png", {}, pipeline)
+    assert not (work / "none.png").exists()
+    evaluations = {"fa": evaluate_folders(str(work / "predictions/fa"), str(tmp_path / "labelsTs"), labels=LABELS)}
+    _figure(work / "stage_figure.png", evaluations, pipeline)
+    assert f"stage figure: {work / 'stage_figure.png'}" in capsys.readouterr().out
+    with Image.open(work / "stage_figure.png") as png:
+        assert png.format == "PNG"
+    (rows,) = [_rows(pipeline.stage_sources(), ".nii.gz")]
+    assert [r.stages for r in rows] == [["fa"]]  # source_only and self_trained have no predictions: left out
