@@ -40,6 +40,26 @@ def cli(args: list[str], root: Path, timeout: int = 300, stub_sam: bool = False,
                           timeout=timeout)
 
 
+def cli_main(args: list[str], root: Path, monkeypatch, capsys, **env: str) -> subprocess.CompletedProcess:
+    """``cli`` in this process: ``nnunet_dfg.cli.main(args)`` with the same nnU-Net variables, stdout and stderr
+    captured, the exit status from its return value or argparse's ``SystemExit``. For checks of argument and input
+    errors, where a subprocess adds seconds of imports and tests nothing more (each command keeps one subprocess
+    check of its real entry point)."""
+    from nnunet_dfg.cli import main
+    wanted = {k: v for k, v in nnunet_env(root, **env).items() if k.startswith("nnUNet") or k in env}
+    for key in [k for k in os.environ if k.startswith("nnUNet") and k not in wanted and k != "nnUNet_extTrainer"]:
+        monkeypatch.delenv(key)  # nnUNet_extTrainer: this process's install hook set it, as it does in a subprocess
+    for key, value in wanted.items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["nnunet_dfg", *args], code, out, err)
+
+
 def snapshot(*roots: Path) -> list[str]:
     """Every path under ``roots`` (files and folders): equal before and after means nothing was created."""
     return sorted(str(p) for root in roots for p in Path(root).rglob("*"))

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # helper modules (cli_env, _tiny_model) import by plain name
 
 from _tiny_model import TinyModel, build_tiny_model  # noqa: E402
+from cli_env import cli_main  # noqa: E402
 
 _PARTS = ("raw/Dataset701_DFGSynthSource", "raw/Dataset702_DFGSynthTarget", "raw/_hidden_labels",
           "pre/Dataset701_DFGSynthSource", "res")
@@ -35,3 +36,9 @@ def tiny_copy(tmp_path_factory, tiny_model_root: Path, name: str):
         for key, value in model.env.items():
             mp.setenv(key, value)
         yield model
+
+
+@pytest.fixture
+def cli_here(monkeypatch, capsys):
+    """``cli_env.cli`` without the subprocess (``cli_env.cli_main``): ``cli_here(args, root, **env)``."""
+    return lambda args, root, **env: cli_main(args, root, monkeypatch, capsys, **env)

@@ -1,4 +1,6 @@
-"""Bad input to the package's commands: one ERROR line, exit status 2, nothing written."""
+"""Bad input to the package's commands: one ERROR line, exit status 2, nothing written. The checks run
+``nnunet_dfg.cli.main`` in this process (``cli_here``); the first check of each command family also runs the real
+``python -m nnunet_dfg.cli`` in a subprocess, where nothing imported may print before the one line."""
 from __future__ import annotations
 
 import json
@@ -31,51 +33,54 @@ def test_unknown_target_dataset_id(root):
     assert snapshot(root) == before
 
 
-def test_unknown_source_dataset_id(root):
-    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "705"], root), "unknown dataset id 705")
+def test_unknown_source_dataset_id(root, cli_here):
+    assert_one_error_line(cli_here(["prepare-target", "-d", "702", "-s", "705"], root), "unknown dataset id 705")
 
 
-def test_channel_mismatch(root):
+def test_channel_mismatch(root, cli_here):
     ds = root / "raw/Dataset702_Tgt/dataset.json"
     ds.write_text(json.dumps({**SOURCE_DATASET, "channel_names": {"0": "CT", "1": "PET"}}))
     before = snapshot(root)
-    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701", "-c", "2d"], root), "channel mismatch")
+    assert_one_error_line(cli_here(["prepare-target", "-d", "702", "-s", "701", "-c", "2d"], root),
+                          "channel mismatch")
     assert snapshot(root) == before
 
 
-def test_file_ending_mismatch(root):
+def test_file_ending_mismatch(root, cli_here):
     ds = root / "raw/Dataset702_Tgt/dataset.json"
     ds.write_text(json.dumps({**SOURCE_DATASET, "file_ending": ".mha"}))
-    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701"], root), "file ending mismatch")
+    assert_one_error_line(cli_here(["prepare-target", "-d", "702", "-s", "701"], root), "file ending mismatch")
 
 
-def test_empty_image_folder(root):
+def test_empty_image_folder(root, cli_here):
     (root / "raw/Dataset702_Tgt/imagesTr/case_0000_0000.nii.gz").unlink()
     before = snapshot(root)
-    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701"], root), "no .nii.gz images")
+    assert_one_error_line(cli_here(["prepare-target", "-d", "702", "-s", "701"], root), "no .nii.gz images")
     assert snapshot(root) == before
 
 
-def test_case_missing_a_channel(root):
+def test_case_missing_a_channel(root, cli_here):
     (root / "raw/Dataset702_Tgt/imagesTr/case_0001_0001.nii.gz").write_bytes(b"x")
-    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701"], root), "case_0001 has channels [1]")
+    assert_one_error_line(cli_here(["prepare-target", "-d", "702", "-s", "701"], root),
+                          "case_0001 has channels [1]")
 
 
-def test_missing_model_folder(root):
-    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701", "-tr", "Nope", "-c", "2d"], root),
-                           "no trained model at")
-    assert_one_error_line(cli(["prepare-target", "-d", "702", "-s", "701", "-tr", "Nope"], root),
-                           "0 trained Nope__nnUNetPlans models")
+def test_missing_model_folder(root, cli_here):
+    assert_one_error_line(cli_here(["prepare-target", "-d", "702", "-s", "701", "-tr", "Nope", "-c", "2d"], root),
+                          "no trained model at")
+    assert_one_error_line(cli_here(["prepare-target", "-d", "702", "-s", "701", "-tr", "Nope"], root),
+                          "0 trained Nope__nnUNetPlans models")
 
 
-def test_evaluate_missing_folder(root):
-    assert_one_error_line(cli(["evaluate", "-pred", str(root / "nope"), "-ref", str(root)], root), "folder not found")
+def test_evaluate_missing_folder(root, cli_here):
+    assert_one_error_line(cli_here(["evaluate", "-pred", str(root / "nope"), "-ref", str(root)], root),
+                          "folder not found")
 
 
-def test_synthetic_refuses_to_overwrite(root):
+def test_synthetic_refuses_to_overwrite(root, cli_here):
     (root / "raw/Dataset701_Src").mkdir()
-    proc = cli(["synthetic", "--source-id", "701", "--shape", "8", "32", "32", "--n-source", "1", "--n-target", "1",
-                 "--n-test", "1"], root)
+    proc = cli_here(["synthetic", "--source-id", "701", "--shape", "8", "32", "32", "--n-source", "1",
+                     "--n-target", "1", "--n-test", "1"], root)
     assert proc.returncode == 2 and proc.stderr.startswith("ERROR: ")
 
 
@@ -109,8 +114,19 @@ def test_folder_of_images_becomes_its_own_dataset(tmp_path, monkeypatch):
     (["pipeline", "-s", "701", "-t", "702", "-o", "{root}/work", "-p", "nnUNetPlansTiny"],
      "-p nnUNetPlansTiny: no such plans"),
 ])
-def test_bad_seed_or_plans_identifier(root, args, fragment):
+def test_bad_seed_or_plans_identifier(root, cli_here, args, fragment):
     (root / "pre" / "Dataset701_Src").mkdir()
     before = snapshot(root)
-    assert_one_error_line(cli([a.format(root=root) for a in args], root), fragment)
+    assert_one_error_line(cli_here([a.format(root=root) for a in args], root), fragment)
+    assert snapshot(root) == before
+
+
+def test_demo_and_pipeline_argument_errors_from_their_entry_point(root):
+    """The same rule through ``python -m nnunet_dfg.cli`` (the demo's and the pipeline's imports print nothing)."""
+    (root / "pre" / "Dataset701_Src").mkdir()
+    before = snapshot(root)
+    assert_one_error_line(cli(["demo", "-o", f"{root}/demo", "--seed", "zero"], root),
+                          "--seed: a seed must be a non-negative integer, got 'zero'")
+    assert_one_error_line(cli(["pipeline", "-s", "701", "-t", "702", "-o", f"{root}/work", "-p", "nnUNetPlansTiny"],
+                              root), "-p nnUNetPlansTiny: no such plans")
     assert snapshot(root) == before

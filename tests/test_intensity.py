@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cli_env import assert_one_error_line, cli, snapshot
+from cli_env import assert_one_error_line, snapshot
 from nnunet_dfg.sam.intensity import (DEFAULT_CT_WINDOW, check_intensity, ct_window, modality_from_channel,
                                       mr_window, parse_window, resolve_modality, sam_image)
 from nnunet_dfg.target_normalization import (CT, ZSCORE, changed_channels, ct_properties, sample_body,
@@ -126,7 +126,7 @@ def root(tmp_path):
     (["demo", "-o", "{root}/demo", "--direction", "pet2ct"], "--direction must be one of mr2ct, ct2mr"),
     (["synthetic", "--direction", "ct2mr", "--severity", "1.5"], "needs severity in [0, 1]"),
 ])
-def test_bad_intensity_options_are_one_error_line(root, args, fragment):
+def test_bad_intensity_options_are_one_error_line(root, cli_here, args, fragment):
     before = snapshot(root)
-    assert_one_error_line(cli([a.format(root=root) for a in args], root), fragment)
+    assert_one_error_line(cli_here([a.format(root=root) for a in args], root), fragment)
     assert snapshot(root) == before

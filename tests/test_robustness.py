@@ -16,7 +16,7 @@ import torch
 
 from conftest import tiny_copy
 from _tiny_model import TinyModel
-from cli_env import assert_one_error_line, cli, snapshot
+from cli_env import assert_one_error_line, snapshot
 from nnunet_dfg.errors import UserError
 from nnunet_dfg.image_checks import check_case_images, image_problem
 
@@ -28,10 +28,11 @@ def tiny(tmp_path_factory, tiny_model_root) -> TinyModel:
     yield from tiny_copy(tmp_path_factory, tiny_model_root, "robustness")
 
 
-def _refused(tiny: TinyModel, args: list[str], fragment: str, *also: Path) -> str:
-    """Runs the command; asserts the bad-input rule and that nothing appeared under the model root or ``also``."""
+def _refused(cli_here, tiny: TinyModel, args: list[str], fragment: str, *also: Path) -> str:
+    """Runs the command (in this process: the entry point's subprocess check is test_bad_input.py's); asserts the
+    bad-input rule and that nothing appeared under the model root or ``also``."""
     before = snapshot(tiny.root, *also)
-    line = assert_one_error_line(cli(args, tiny.root), fragment)
+    line = assert_one_error_line(cli_here(args, tiny.root), fragment)
     assert snapshot(tiny.root, *also) == before
     return line
 
@@ -109,12 +110,12 @@ def test_check_case_images_names_the_case_and_unreadable_files(tmp_path):
 # ---------------------------------------------------------------- 1. unknown dataset ids
 
 @pytest.mark.parametrize("command", ["refine", "sdg-predict", "finetune-sam"])
-def test_unknown_dataset_id(tiny, tmp_path, command):
+def test_unknown_dataset_id(cli_here, tiny, tmp_path, command):
     args = {"refine": ["refine", "-d", "999", "-f", "all", "-tr", "nnUNetTrainerDFG_Source_test"],
             "sdg-predict": ["sdg-predict", "-i", str(tiny.raw / TARGET / "imagesTr"), "-o", str(tmp_path / "out"),
                             "-d", "999", "-f", "all"],
             "finetune-sam": ["finetune-sam", "-d", "999", "-o", str(tmp_path / "ft.pth")]}[command]
-    _refused(tiny, args, "unknown dataset id 999: no Dataset999_* in", tmp_path)
+    _refused(cli_here, tiny, args, "unknown dataset id 999: no Dataset999_* in", tmp_path)
 
 
 # ---------------------------------------------------------------- 2. bad SAM checkpoints
@@ -139,14 +140,14 @@ def bad_checkpoints(tmp_path_factory) -> dict[str, tuple[Path, str]]:
 
 @pytest.mark.parametrize("problem", ["missing", "corrupt", "sha256"])
 @pytest.mark.parametrize("command", ["refine", "sdg-predict"])
-def test_bad_sam_checkpoint(tiny, tmp_path, bad_checkpoints, command, problem):
+def test_bad_sam_checkpoint(cli_here, tiny, tmp_path, bad_checkpoints, command, problem):
     path, fragment = bad_checkpoints[problem]
     if command == "refine":
         args = tiny.refine_args("--out-id", "830", "--sam", str(path))
     else:
         args = ["sdg-predict", "-i", str(tiny.raw / TARGET / "imagesTr"), "-o", str(tmp_path / "out"), "-m",
                 str(tiny.model_dir), "-f", "all", "--sam", str(path), "--disable-tta", "--no-progress"]
-    line = _refused(tiny, args, fragment, tmp_path, path.parent)
+    line = _refused(cli_here, tiny, args, fragment, tmp_path, path.parent)
     assert line.startswith(f"ERROR: cannot load segmenter '{path}'")
 
 
@@ -155,14 +156,14 @@ def test_bad_sam_checkpoint(tiny, tmp_path, bad_checkpoints, command, problem):
 @pytest.mark.parametrize("problem, fragment", [
     ("channels", "channel mismatch: target has 2 channel(s), the source model expects 1"),
     ("ending", "file ending mismatch: target uses '.mha', the source model '.nii.gz'")])
-def test_refine_refuses_target_incompatible_with_the_model(tiny, problem, fragment):
+def test_refine_refuses_target_incompatible_with_the_model(cli_here, tiny, problem, fragment):
     image = _image(tiny)
     if problem == "channels":
         _write_target(tiny, 720, "TwoChannels", {"case_0000": [image, image]})
     else:
         _write_target(tiny, 721, "Mha", {"case_0000": [image]}, ending=".mha")
     dataset = {"channels": 720, "ending": 721}[problem]
-    _refused(tiny, tiny.refine_args("--out-id", "831", dataset=dataset), fragment)
+    _refused(cli_here, tiny, tiny.refine_args("--out-id", "831", dataset=dataset), fragment)
 
 
 # ---------------------------------------------------------------- 4. NaN / constant images
@@ -187,7 +188,7 @@ def defective(tiny) -> dict[str, int]:
     ("nan", "ERROR: case_0001: image contains NaN (1 voxel)"),
     ("constant", "ERROR: case_0001: image is constant (value 0.0): nothing to segment")])
 @pytest.mark.parametrize("command", ["refine", "prepare-target", "sdg-predict"])
-def test_defective_image_is_refused_before_anything_is_written(tiny, defective, command, defect, fragment):
+def test_defective_image_is_refused_before_anything_is_written(cli_here, tiny, defective, command, defect, fragment):
     dataset = defective[defect]
     if command == "refine":
         args = tiny.refine_args("--out-id", "832", dataset=dataset)
@@ -197,13 +198,13 @@ def test_defective_image_is_refused_before_anything_is_written(tiny, defective, 
                 "-f", "all", "--disable-tta", "--no-progress"]
     else:
         args = ["prepare-target", "-d", str(dataset), "-m", str(tiny.model_dir), "-c", "2d"]
-    assert _refused(tiny, args, "case_0001") == fragment
+    assert _refused(cli_here, tiny, args, "case_0001") == fragment
 
 
 @pytest.mark.parametrize("defect, fragment", [
     ("nan", "ERROR: case_0001: image contains NaN (1 voxel)"),
     ("constant", "ERROR: case_0001: image is constant (value 0.0): nothing to segment")])
-def test_finetune_sam_refuses_a_defective_source_image(tiny, defect, fragment):
+def test_finetune_sam_refuses_a_defective_source_image(cli_here, tiny, defect, fragment):
     """A labelled source whose case_0001 image is defective: no checkpoint is written."""
     source = tiny.raw / "Dataset701_DFGSynthSource"
     dataset_id = {"nan": 726, "constant": 727}[defect]
@@ -220,19 +221,20 @@ def test_finetune_sam_refuses_a_defective_source_image(tiny, defect, fragment):
     sitk.WriteImage(edited, str(image_file))
     args = ["finetune-sam", "-d", str(dataset_id), "-o", str(tiny.root / "ft.pth"), "--boxes", "gt", "-c", "none",
             "--epochs", "1", "--no-progress"]
-    assert _refused(tiny, args, "case_0001") == fragment
+    assert _refused(cli_here, tiny, args, "case_0001") == fragment
 
 
 # ---------------------------------------------------------------- 7. empty image folder; empty predictions
 
-def test_refine_on_an_empty_image_folder(tiny):
+def test_refine_on_an_empty_image_folder(cli_here, tiny):
     folder = _write_target(tiny, 724, "NoImages", {})
-    _refused(tiny, tiny.refine_args("--out-id", "833", dataset=724), f"no .nii.gz images in {folder / 'imagesTr'}")
+    _refused(cli_here, tiny, tiny.refine_args("--out-id", "833", dataset=724),
+             f"no .nii.gz images in {folder / 'imagesTr'}")
 
 
-def test_evaluate_with_an_empty_prediction_folder(tiny, tmp_path):
+def test_evaluate_with_an_empty_prediction_folder(cli_here, tiny, tmp_path):
     (tmp_path / "pred").mkdir()
     shutil.copy(tiny.raw / TARGET / "dataset.json", tmp_path / "pred")  # as nnUNetv2_predict leaves it
     refs = tiny.raw / "_hidden_labels" / TARGET / "labelsTr"
-    _refused(tiny, ["evaluate", "-pred", str(tmp_path / "pred"), "-ref", str(refs)],
+    _refused(cli_here, tiny, ["evaluate", "-pred", str(tmp_path / "pred"), "-ref", str(refs)],
              f"no *.nii.gz predictions in {tmp_path / 'pred'}", tmp_path)
