@@ -15,6 +15,7 @@ from .errors import UserError
 from .nnunet_io import resolve_model_folder
 
 OUT_ID_OFFSET = {"dfg": 100, "box": 110, "sdg": 120}  # refine's default output id: target id + offset
+RELIABLE_ID_OFFSET = 5  # refine --pseudo-ignore RULE: that dataset's default id is 5 above the prompt's
 
 
 @dataclass(kw_only=True)

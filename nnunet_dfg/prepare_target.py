@@ -49,6 +49,20 @@ def check_compatible(source_dataset: dict, target_dataset: dict | None, num_foun
             raise UserError(f"channel mismatch: target has {n_target} channel(s), the source model expects {n_source}")
 
 
+def ignore_entry(source_dataset: dict, target_dataset: dict | None) -> int | None:
+    """The ``"ignore"`` label of a derived dataset (``refine --pseudo-ignore``), None where it has none. Its other
+    labels must be the source model's and ignore one above them (nnU-Net's rule), so the network stays the same."""
+    labels = dict((target_dataset or {}).get("labels", {}))
+    if "ignore" not in labels:
+        return None
+    ignore = labels.pop("ignore")
+    values = [v for v in source_dataset["labels"].values() if isinstance(v, int)]
+    if labels != source_dataset["labels"] or ignore != max(values) + 1:
+        raise UserError(f"the target's labels {dict(target_dataset['labels'])} are not the model's "
+                        f"{source_dataset['labels']} plus \"ignore\": {max(values) + 1}")
+    return int(ignore)
+
+
 def target_dataset_json(source_dataset: dict, num_cases: int, model_dir: Path, target_dataset: dict | None = None
                         ) -> dict:
     """The preprocessed target's dataset.json: the source's labels (the network's), no labels used; the target's own
@@ -124,7 +138,8 @@ def prepare_target(target_raw: Path, model_dir: Path, configurations: list[str] 
 
     ``with_labels`` also reads ``labelsTr``: for datasets *derived* by this package (pseudo-labels for
     self-training, the oracle's reference labels). It is off by default so that a target dataset that happens
-    to carry labels never has them read during adaptation.
+    to carry labels never has them read during adaptation. A derived dataset's ``"ignore"`` label (``refine
+    --pseudo-ignore``) is kept in the preprocessed dataset.json, where nnU-Net's trainer finds it.
 
     Resumable: finished cases (their .pkl exists) are skipped; a configuration's folder only appears under its
     final name once all its cases are done. ``dfg_prepare_target.json`` records which plans and labels made each
@@ -155,6 +170,9 @@ def prepare_target(target_raw: Path, model_dir: Path, configurations: list[str] 
     plans["dataset_name"] = target_raw.name
     dataset_json = target_dataset_json(source_dataset, len(cases), model_dir, target_dataset)
     dataset_json["dfg_labels_used"] = with_labels
+    ignore = ignore_entry(source_dataset, target_dataset) if with_labels else None
+    if ignore is not None:  # nnU-Net then leaves those voxels out of the loss and of its validation metrics
+        dataset_json["labels"] = {**dataset_json["labels"], "ignore": ignore}
     plans_manager = PlansManager(plans)
     reader = plans_manager.image_reader_writer_class
     changes = changed_channels(plans, (target_dataset or {}).get("channel_names"))

@@ -6,6 +6,7 @@ slice. ``NNUNET_DFG_TINY_MODEL=<root with raw/ pre/ res/>`` reuses an already bu
 """
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -16,12 +17,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import tiny_copy
+from conftest import _PARTS as TINY_PARTS, tiny_copy
 from _tiny_model import TINY_DFG, ThresholdSegmenter, TinyModel
-from cli_env import BIN
+from cli_env import BIN, assert_one_error_line, cli_main, snapshot
 from nnunet_dfg.errors import UserError
 from nnunet_dfg.prompt_search import DFGConfig, SDGConfig
-from nnunet_dfg.refine import RefineOptions, refine_dataset
+from nnunet_dfg.refine import RefineOptions, refine_dataset, refine_datasets
 from nnunet_dfg.volume import refine_volume, select_slices
 
 CASES = ["case_0000", "case_0001", "case_0002"]
@@ -293,3 +294,122 @@ def test_cli_bad_input_is_one_error_line(tiny):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["ERROR: unknown dataset id 999: no Dataset999_* in "
                                                 f"{tiny.raw}"]
+
+
+# ---------------------------------------------------------------- --pseudo-ignore: the reliable dataset
+
+@pytest.fixture(scope="module")
+def tiny_ignore(tmp_path_factory, tiny_model_root) -> TinyModel:
+    """A copy of its own, so that the datasets under test take refine's default ids (802 and 807). Its nnU-Net
+    variables are set only while a test uses it (``_env``): the module's ``tiny`` copy keeps its own."""
+    root = tmp_path_factory.mktemp("refine_ignore")
+    for part in TINY_PARTS:
+        shutil.copytree(tiny_model_root / part, root / part, symlinks=True)
+    return TinyModel(root)
+
+
+def _env(model: TinyModel, mp: pytest.MonkeyPatch) -> None:
+    for key, value in model.env.items():
+        mp.setenv(key, value)
+
+
+@pytest.fixture(scope="module")
+def both_run(tiny_ignore):
+    """The reference alone (--out-id 850), then the reference and the evidence rule's dataset from one search."""
+    alone, both = ThresholdSegmenter(), ThresholdSegmenter()
+    with pytest.MonkeyPatch.context() as mp:
+        _env(tiny_ignore, mp)
+        refine_dataset(_opts(tiny_ignore, out_id=850), alone)
+        summaries = refine_datasets(_opts(tiny_ignore, pseudo_ignore="none,evidence",
+                                          save_figures=tiny_ignore.root / "figs"), both)
+    return summaries, alone, both
+
+
+def _array(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def test_pseudo_ignore_writes_both_datasets_from_one_search(tiny_ignore, both_run):
+    summaries, alone, both = both_run
+    ref, rel = _out(tiny_ignore, 802), tiny_ignore.raw / f"Dataset807_{TARGET_NAME}PseudoDFGEvidence"
+    assert summaries["dfg"]["output"] == str(ref) and summaries["dfg_evidence"]["output"] == str(rel)
+    assert both.embed_calls == alone.embed_calls and both.boxes == alone.boxes  # searched once, not twice
+    assert _label_bytes(ref) == _label_bytes(tiny_ignore.raw / f"Dataset850_{TARGET_NAME}PseudoDFG")
+    assert not (ref / "dfg_refine" / "reliability").exists()  # the reference dataset is the reference's
+    ds = json.loads((rel / "dataset.json").read_text())
+    model_labels = json.loads((tiny_ignore.model_dir / "dataset.json").read_text())["labels"]
+    assert ds["labels"] == {**model_labels, "ignore": 5}
+    assert ds["dfg_pseudo_labels"]["pseudo_ignore"] == {"rule": "evidence", "confident_prob": 0.8, "min_iou": 0.88,
+                                                        "swallow_fraction": 0.5}
+    n_ignored = 0
+    for case in CASES:
+        reference = _array(ref / "labelsTr" / f"{case}.nii.gz")
+        raw = _array(ref / "dfg_refine" / "labels_raw" / f"{case}.nii.gz")
+        label = _array(rel / "labelsTr" / f"{case}.nii.gz")
+        reliability = _array(rel / "dfg_refine" / "reliability" / f"{case}.nii.gz")
+        assert set(np.unique(reliability)) <= {0, 1, 2} and set(np.unique(label)) <= {0, 1, 2, 3, 4, 5}
+        assert np.array_equal(label == 5, reliability != 0)  # ignore exactly where the map says so ...
+        assert np.array_equal(label[reliability == 0], reference[reliability == 0])  # ... the reference elsewhere
+        assert np.array_equal(reliability == 2, raw != reference)  # what post-processing removed is ignore
+        report = json.loads((rel / "dfg_refine" / "reports" / f"{case}.json").read_text())
+        counts = np.bincount(reliability.ravel(), minlength=3)
+        assert report["reliability"]["image_grid"] == {"kept": counts[0], "unreliable_search": counts[1],
+                                                       "removed_by_postprocessing": counts[2]}
+        per_class = report["reliability"]["network_grid"]
+        assert all(c["low_sam_iou"] == 0 for c in per_class.values())  # the stand-in exposes no IoU head
+        assert all(c["unreliable"] <= c["pixels"] for c in per_class.values())
+        ref_report = json.loads((ref / "dfg_refine" / "reports" / f"{case}.json").read_text())
+        assert report["slices"] == ref_report["slices"] and "reliability" not in ref_report
+        n_ignored += int(counts[1] + counts[2])
+    assert n_ignored > 0, "the tiny model's pseudo-labels have voxels the rule does not trust"
+    pngs = sorted((tiny_ignore.root / "figs").rglob("*.png"))
+    assert pngs and {p.parent.name for p in pngs} <= set(CASES)
+
+
+def test_figures_shade_the_ignored_pixels():
+    from matplotlib.image import imread
+
+    from nnunet_dfg.prompt_search import ClassTrace, StepRecord
+    from nnunet_dfg.refine.figures import render_search_png
+    trace = ClassTrace(1, True, 30, stage=1, reason="stable", steps=[StepRecord(1, 0, (2, 2, 9, 9), 40)])
+    image = np.linspace(0, 1, 16 * 16).reshape(16, 16)
+    ignored = np.zeros((16, 16), bool)
+    ignored[10:14, 10:14] = True
+    plain = imread(io.BytesIO(render_search_png(image, trace)))
+    shaded = imread(io.BytesIO(render_search_png(image, trace, ignored=ignored)))
+    red = lambda rgba: int(((rgba[..., 0] > 0.6) & (rgba[..., 1] < 0.45) & (rgba[..., 2] < 0.45)).sum())  # noqa
+    assert red(shaded) > red(plain) + 100
+
+
+def test_prepare_target_and_self_training_take_nnunets_ignore_label(tiny_ignore, both_run, monkeypatch):
+    """prepare-target --labels keeps "ignore" where nnU-Net's trainer reads it, and the self-training trainer runs
+    through nnU-Net's own ignore handling in 2d (data loader, loss mask, final validation)."""
+    import pickle
+
+    from cli_env import run
+    from nnunet_dfg.prepare_target import prepare_target
+    _env(tiny_ignore, monkeypatch)
+    rel = tiny_ignore.raw / f"Dataset807_{TARGET_NAME}PseudoDFGEvidence"
+    out = prepare_target(rel, tiny_ignore.model_dir, with_labels=True)
+    assert json.loads((out / "dataset.json").read_text())["labels"]["ignore"] == 5
+    pkl = sorted((out / "nnUNetPlans_2d").glob("*.pkl"))[0]
+    locations = pickle.loads(pkl.read_bytes())["class_locations"]
+    assert (-1, 0, 1, 2, 3, 4) in locations  # nnU-Net samples its patches from the annotated voxels
+    checkpoint = tiny_ignore.model_dir / "fold_all" / "checkpoint_final.pth"
+    proc = run(["nnUNetv2_train", "807", "2d", "all", "-tr", "nnUNetTrainerDFG_ST_test", "-device", "cpu",
+                "-pretrained_weights", str(checkpoint)], tiny_ignore.env, timeout=900)
+    trained = tiny_ignore.root / "res" / rel.name / "nnUNetTrainerDFG_ST_test__nnUNetPlans__2d"
+    assert (trained / "fold_all" / "checkpoint_final.pth").is_file(), proc.stdout[-2000:]
+    assert json.loads((trained / "dataset.json").read_text())["labels"]["ignore"] == 5
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--pseudo-ignore", "strict"], "--pseudo-ignore must name one or more of none, evidence"),
+    (["--pseudo-ignore", "evidence,evidence"], "each once"),
+    (["--prompt", "box", "--pseudo-ignore", "evidence"], "--pseudo-ignore RULE is for --prompt dfg"),
+])
+def test_bad_pseudo_ignore_is_one_error_line_and_writes_nothing(tiny, monkeypatch, capsys, args, fragment):
+    before = snapshot(tiny.raw, tiny.root / "res")
+    proc = cli_main(tiny.refine_args(*args), tiny.root, monkeypatch, capsys)
+    assert_one_error_line(proc, fragment)
+    assert snapshot(tiny.raw, tiny.root / "res") == before

@@ -66,6 +66,14 @@ def _seed(value: str) -> int:
         raise UserError(f"--seed: {e}") from None
 
 
+def _pseudo_ignore(value: str) -> str:
+    """``--pseudo-ignore``: ``none``, or the rule of the reliable chain run beside the reference one."""
+    from ..prompt_search.reliability import PSEUDO_IGNORE
+    if value not in PSEUDO_IGNORE:
+        raise UserError(f"--pseudo-ignore must be one of {', '.join(PSEUDO_IGNORE)}, got {value!r}")
+    return value
+
+
 def _check_plans(plans: str, preprocessed: Path | None, source_id: int) -> None:
     """nnUNetPlans (planned by the pipeline), nnUNetPlansCPU (derived from it) or a plans file already there."""
     if plans in ("nnUNetPlans", CPU_PLANS):
@@ -77,6 +85,7 @@ def _check_plans(plans: str, preprocessed: Path | None, source_id: int) -> None:
 
 
 def run_pipeline(args) -> None:
+    pseudo_ignore = _pseudo_ignore(args.pseudo_ignore)
     env = dict(os.environ)
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env[name] = str(env_folder(name))
@@ -89,11 +98,12 @@ def run_pipeline(args) -> None:
                          target_labels_tr=args.target_labels_tr, target_labels_ts=args.target_labels_ts,
                          oracle=not args.no_oracle, search_config=args.search_config,
                          sam_intensity=args.sam_intensity, sam_window=args.sam_window,
-                         sdg=not args.no_sdg, sdg_finetuned=not args.no_sdg_finetuned)
+                         sdg=not args.no_sdg, sdg_finetuned=not args.no_sdg_finetuned, pseudo_ignore=pseudo_ignore)
     _run(cfg, Path(args.o), env)
 
 
 def run_demo(args) -> None:
+    pseudo_ignore = _pseudo_ignore(args.pseudo_ignore)
     seed = _seed(args.seed)
     check_sam_intensity(args.sam_intensity, args.sam_window)
     from ..synthetic import DIRECTIONS
@@ -116,7 +126,7 @@ def run_demo(args) -> None:
                          sam=args.sam, target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
                          search_config=args.search_config, plans=args.p, seed=seed,
                          sam_intensity=args.sam_intensity, sam_window=args.sam_window,
-                         sdg=not args.no_sdg, sdg_finetuned=args.sdg_finetuned)
+                         sdg=not args.no_sdg, sdg_finetuned=args.sdg_finetuned, pseudo_ignore=pseudo_ignore)
     _run(cfg, root / "work", env, [Step("synthetic", action=synthetic)])
 
 
@@ -139,6 +149,11 @@ def add_pipeline_parsers(sub) -> None:
                         "on source data) and the sdg_finetuned row")
     p.add_argument("--sam", default="litemedsam")
     p.add_argument("--search-config", help="JSON overrides of the DFG search constants (refine --search-config)")
+    p.add_argument("--pseudo-ignore", default="none", metavar="RULE",
+                   help="also run the reliable chain: refine writes, from the same search, a pseudo-label dataset "
+                        "with nnU-Net's ignore label on the voxels RULE marks unreliable (evidence: docs/METHOD.md, "
+                        "\"Beyond the reference\"), self-trained from the same FA model; rows pseudo_dfg_reliable "
+                        "and self_trained_reliable (default none: the reference chain only)")
     p.add_argument("-p", default="nnUNetPlans",
                    help=f"plans identifier (default nnU-Net's; {CPU_PLANS}: a narrower network for CPU runs)")
     add_sam_intensity_arguments(p)
@@ -170,6 +185,11 @@ def add_pipeline_parsers(sub) -> None:
     p.add_argument("--sdg-finetuned", action="store_true",
                    help="also fine-tune SAM's mask decoder on the source (finetune-sam) and add the sdg_finetuned row "
                         "(about 5 more minutes; off by default to keep the demo within 20 minutes on 2 cores)")
+    p.add_argument("--pseudo-ignore", default="none", metavar="RULE",
+                   help="also run the reliable chain: refine writes, from the same search, a pseudo-label dataset "
+                        "with nnU-Net's ignore label on the voxels RULE marks unreliable (evidence: docs/METHOD.md, "
+                        "\"Beyond the reference\"), self-trained from the same FA model; rows pseudo_dfg_reliable "
+                        "and self_trained_reliable (default none: the reference chain only)")
     p.add_argument("--search-config", default=DEMO_SEARCH_CONFIG,
                    help="JSON overrides of the DFG search constants (default: the growth bound 2x; pixel "
                         "constants are scaled to the slice size by the search itself)")

@@ -16,7 +16,7 @@ from ..cpu_plans import CPU_PLANS, cpu_plans
 from ..errors import UserError
 from ..nnunet_io import atomic_folder, dataset_folder, read_json, write_json_atomic
 from ..seed import DEFAULT_SEED, SEED_ENV
-from ..command_base import OUT_ID_OFFSET
+from ..command_base import OUT_ID_OFFSET, RELIABLE_ID_OFFSET
 from .runner import Runner, Step
 from .stage_figure import StageFiles
 
@@ -40,6 +40,9 @@ class PipelineConfig:
     oracle: bool = True
     disable_tta: bool = True
     search_config: Optional[str] = None  # JSON overrides of the search configs (refine --search-config)
+    # refine --pseudo-ignore RULE: also the reliable chain (the same search's ignore-labelled dataset -> self-training
+    # through nnU-Net's ignore label) and its rows; "none": the reference chain only
+    pseudo_ignore: str = "none"
     sam_intensity: str = "auto"  # refine/sdg-predict --sam-intensity: ct, mr or auto (the target's dataset.json)
     sam_window: Optional[str] = None  # refine/sdg-predict --sam-window LOW,HIGH (HU; default -125,275)
     sdg: bool = True  # also the SDG rows: source model boxes -> SAM, and with a decoder fine-tuned on the source
@@ -56,6 +59,10 @@ class PipelineConfig:
 
     def pseudo_id(self, prompt: str) -> int:
         return self.target_id + OUT_ID_OFFSET[prompt]  # refine's default output ids
+
+    @property
+    def reliable_id(self) -> int:
+        return self.pseudo_id("dfg") + RELIABLE_ID_OFFSET  # refine's default id of a --pseudo-ignore rule's dataset
 
     @property
     def oracle_id(self) -> int:
@@ -153,7 +160,8 @@ class DFGPipeline:
             "nnunet_dfg", "refine", "-d", str(c.target_id), "-c", c.configuration, "-f", "all", "-tr",
             c.trainer("FA"), "-p", c.plans, "--prompt", ",".join(PSEUDO_PROMPTS), "--sam", c.sam, "-device",
             c.device, "--no-progress"] + (["--disable-tta"] if c.disable_tta else [])
-            + (["--search-config", c.search_config] if c.search_config else []) + self.sam_intensity_args))
+            + (["--search-config", c.search_config] if c.search_config else []) + self.sam_intensity_args
+            + (["--pseudo-ignore", f"none,{c.pseudo_ignore}"] if c.pseudo_ignore != "none" else [])))
         steps += [
             Step("prepare_self_training", lambda: ["nnunet_dfg", "prepare-target", "-d", str(c.pseudo_id("dfg")),
                                                    "-m", str(self.model(c.target_id, "FA")), "-c", c.configuration,
@@ -194,6 +202,30 @@ class DFGPipeline:
                 folder = lambda prompt=prompt, sub=sub: dataset_folder(self.raw, c.pseudo_id(prompt)) / sub  # noqa
                 steps.append(self.evaluate(stage, folder, c.target_labels_tr,
                                            images=lambda: self.target_raw / "imagesTr"))
+        return steps + self.reliable_steps()
+
+    def reliable_steps(self) -> list[Step]:
+        """With ``pseudo_ignore``: the ignore-labelled dataset refine wrote from the same search -> prepare-target
+        --labels -> self-training from the same FA model (nnU-Net leaves ignored voxels out of the loss) ->
+        prediction; rows self_trained_reliable and pseudo_dfg_reliable (Dice over kept voxels, kept fractions)."""
+        c = self.cfg
+        if c.pseudo_ignore == "none":
+            return []
+        fa_ckpt = lambda: self.model(c.target_id, "FA") / "fold_all" / "checkpoint_final.pth"  # noqa: E731
+        steps = [
+            Step("prepare_self_training_reliable", lambda: [
+                "nnunet_dfg", "prepare-target", "-d", str(c.reliable_id), "-m", str(self.model(c.target_id, "FA")),
+                "-c", c.configuration, "--labels"]),
+            self.train("train_self_training_reliable", c.reliable_id, "all", "ST", init=fa_ckpt),
+            self.predict("self_trained_reliable", c.reliable_id, "ST", "all"),
+        ]
+        if c.target_labels_ts is not None:
+            steps.append(self.evaluate("self_trained_reliable", self.predictions / "self_trained_reliable",
+                                       c.target_labels_ts))
+        if c.target_labels_tr is not None:
+            steps.append(self.evaluate("pseudo_dfg_reliable",
+                                       lambda: dataset_folder(self.raw, c.reliable_id) / "labelsTr",
+                                       c.target_labels_tr, images=lambda: self.target_raw / "imagesTr"))
         return steps
 
     @property

@@ -115,7 +115,7 @@ def render_stage_figure(intervals: dict[str, tuple[float, float, float]], rows: 
 
     ncols = max([len(r.panels) for r in rows] + [1])
     fig = Figure(figsize=(max(9.0, 2.0 * ncols), 3.4 + 2.3 * len(rows)), dpi=dpi)
-    grid = fig.add_gridspec(1 + len(rows), ncols, height_ratios=[1.5] + [1.0] * len(rows), hspace=0.55)
+    grid = fig.add_gridspec(1 + len(rows), ncols, height_ratios=[1.5] + [1.0] * len(rows), hspace=0.8)
     ax = fig.add_subplot(grid[0, :])
     row_colour = {s: f"C{i}" for i, r in enumerate(rows) for s in r.stages}
     stages = list(intervals)

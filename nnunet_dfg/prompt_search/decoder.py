@@ -28,6 +28,9 @@ class BoxDecoder:
         self._features: np.ndarray | None = None
         self._cache: dict[Box, np.ndarray] = {}
         self._post = postprocess
+        # SAM's predicted IoU of each decoded box's raw mask, where the segmenter exposes its IoU head
+        # (``segment_with_iou``); empty otherwise
+        self.iou: dict[Box, float] = {}
         self.lazy = lazy
         self.decoder_calls = 0     # boxes sent to the mask decoder
         self.decoder_launches = 0  # segment() invocations
@@ -51,7 +54,13 @@ class BoxDecoder:
         return self._features
 
     def _run(self, boxes: Sequence[Box]) -> list[np.ndarray]:
-        raw = self._segmenter.segment(self.embedding, np.asarray(boxes, dtype=np.int64).reshape(-1, 4))
+        array = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+        with_iou = getattr(self._segmenter, "segment_with_iou", None)
+        if with_iou is not None:
+            raw, iou = with_iou(self.embedding, array)
+            self.iou.update(zip(boxes, (float(v) for v in iou)))
+        else:
+            raw = self._segmenter.segment(self.embedding, array)
         self.decoder_calls += len(boxes)
         self.decoder_launches += 1
         masks = [np.asarray(m, dtype=bool) for m in raw]

@@ -64,11 +64,12 @@ def refine_slice(image2d: np.ndarray, probs: np.ndarray, feats: np.ndarray, segm
         later = run_stage2(first.mask, decoder, n_steps, config)
         trace.steps.extend(later.steps)
         if later.mask is not None and later.mask.any():
-            refined[cls], trace.stage = later.mask, later.stage
+            refined[cls], trace.stage, trace.box = later.mask, later.stage, later.box
             trace.reason = f"stage {later.stage}: {later.reason}"
         else:  # deviation (module docstring): a stable stage-1 box exists, keep its mask
-            refined[cls], trace.stage = first.mask, 1
+            refined[cls], trace.stage, trace.box = first.mask, 1, first.box
             trace.reason = f"stage 1: {first.reason}; stages 2/3: {later.reason or 'empty mask'}, stage-1 mask kept"
+        trace.iou = decoder.iou.get(trace.box)
         _bound_area(refined, trace, pred, config)
     label = merge_labels(pred, refined, n_classes, config.score_refined, config.score_unrefined,
                          config.score_background, probs if config.overlap_by_probability else None)
@@ -90,5 +91,5 @@ def _bound_area(refined: dict[int, np.ndarray], trace: ClassTrace, pred: np.ndar
     else:
         return
     del refined[trace.cls]
-    trace.stage, trace.discarded_area = STAGE_NONE, area
+    trace.stage, trace.discarded_area, trace.box, trace.iou = STAGE_NONE, area, None, None
     trace.reason += f"; mask of {area} px {why} the model's {own} px, model prediction kept"

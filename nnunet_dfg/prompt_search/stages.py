@@ -59,12 +59,14 @@ class BoxSequence:
 
 @dataclass
 class StageOutcome:
-    """Mask kept by a stage (None when it found no stable box), the stage that produced it and why."""
+    """Mask kept by a stage (None when it found no stable box), the stage that produced it and why, and the box
+    that produced it."""
 
     mask: np.ndarray | None
     stage: int
     reason: str
     steps: list[StepRecord] = field(default_factory=list)
+    box: Box | None = None
 
 
 MaskAt = Callable[[int], np.ndarray]
@@ -99,7 +101,7 @@ def run_stage1(seed: np.ndarray, links: np.ndarray, offsets: np.ndarray, decoder
         steps.append(StepRecord(1, step, seq[step], area, one, two))
         reason = stage1_rule(area, one, two, cfg.stage1_min_mask, cfg.stage1_tol_one_step, cfg.stage1_tol_two_step)
         if reason is not None:
-            return StageOutcome(mask, 1, reason, steps)
+            return StageOutcome(mask, 1, reason, steps, seq[step])
     return StageOutcome(None, STAGE_NONE, "max steps", steps)
 
 
@@ -134,28 +136,29 @@ def run_stage2(mask1: np.ndarray, decoder: BoxDecoder, n_steps: int, cfg: DFGCon
         if step > 0 and box == seq[step - 1]:
             settled = _settle(history, "box stopped", cfg)
             if settled is not None:
-                return StageOutcome(settled[0], 2, settled[1], steps)
+                return StageOutcome(history[settled[0]], 2, settled[1], steps, steps[settled[0]].box)
             return run_stage3(box, history, decoder, cfg, steps)
         mask = mask_at(step)
         history.append(mask)
         one, two, three = (back_changes(history, k) for k in (1, 2, 3))
         steps.append(StepRecord(2, step, box, int(np.count_nonzero(mask)), one, two, three))
         if three is not None and three < cfg.stage2_tol_three_step:
-            return StageOutcome(history[-2], 2, "stable three-step", steps)
+            return StageOutcome(history[-2], 2, "stable three-step", steps, steps[-2].box)
     settled = _settle(history, "max steps", cfg)
     if settled is not None:
-        return StageOutcome(settled[0], 2, settled[1], steps)
+        return StageOutcome(history[settled[0]], 2, settled[1], steps, steps[settled[0]].box)
     return StageOutcome(None, STAGE_NONE, "max steps", steps)
 
 
-def _settle(history: list[np.ndarray], why: str, cfg: DFGConfig) -> tuple[np.ndarray, str] | None:
-    """First two-step-stable mask of the stage-2 history, else first one-step-stable one, else None."""
+def _settle(history: list[np.ndarray], why: str, cfg: DFGConfig) -> tuple[int, str] | None:
+    """Index of the first two-step-stable mask of the stage-2 history, else of the first one-step-stable one
+    (with the reason), else None. Stage 2 records one step per mask, so the index is also that of its step."""
     idx = first_stable(history, 2, cfg.stage2_tol_two_step)
     if idx is not None:
-        return history[idx], f"{why}, stable two-step"
+        return idx, f"{why}, stable two-step"
     idx = first_stable(history, 1, cfg.stage2_tol_one_step)
     if idx is not None:
-        return history[idx], f"{why}, stable one-step"
+        return idx, f"{why}, stable one-step"
     return None
 
 
@@ -177,5 +180,5 @@ def run_stage3(box: Box, history: list[np.ndarray], decoder: BoxDecoder, cfg: DF
                                 back_changes(history, 1), back_changes(history, 2)))
         reason = stage3_rule(history, cfg.stage2_tol_two_step, cfg.stage2_tol_one_step)
         if reason is not None:
-            return StageOutcome(mask, 3, reason, steps)
+            return StageOutcome(mask, 3, reason, steps, grown)
     return StageOutcome(None, STAGE_NONE, "no stable box", steps)

@@ -40,6 +40,8 @@ class ClassTrace:
     reason: str = ""
     steps: list[StepRecord] = field(default_factory=list)
     discarded_area: int = 0  # a refined mask of this many pixels was outside max_growth/max_shrink (0: none)
+    box: Box | None = None   # the prompt box whose SAM mask was kept (None: the model's prediction was kept)
+    iou: float | None = None  # SAM's predicted IoU of that mask, where the segmenter exposes it
 
     @property
     def refined(self) -> bool:

@@ -4,7 +4,9 @@ Per case: nnU-Net preprocessing and sliding-window prediction of softmax and dec
 the prompt search on every axial slice, the merged labels exported back to the image grid with nnU-Net's own
 export, then the largest 3D component per class. Reads the model folder and the target images only: no source
 data, no target labels. Sharded with ``-num_parts/-part_id`` like ``nnUNetv2_predict``; resumable (a case whose
-label file exists is skipped, and each case's result depends on that case alone).
+label file exists is skipped, and each case's result depends on that case alone). With ``--pseudo-ignore RULE`` the
+same search also writes a dataset with nnU-Net's ignore label on the voxels the rule marks unreliable
+(``prompt_search.reliability``; ``refine.ignore``, ``refine.case``).
 """
 from __future__ import annotations
 
@@ -17,13 +19,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..command_base import OUT_ID_OFFSET, ModelOptions, add_model_arguments, check_images, options_from_args
 from ..errors import UserError
 from ..nnunet_io import dataset_folder, env_folder, list_cases, read_json
 from ..prepare_target import check_compatible
-from ..volume import PROMPTS, default_config, select_slices
+from ..prompt_search.reliability import PSEUDO_IGNORE
+from ..volume import PROMPTS, default_config
+from .case import search_case, write_case
+from .ignore import (NO_RULE, name_suffix, output_id_offset, parse_pseudo_ignore, rule_metadata, rules_for,
+                     with_ignore_entry)
 from .layout import OutputDataset, check_resumable, output_dataset_json, resolve_output, write_dataset_json
 
 
@@ -40,6 +44,7 @@ class RefineOptions(ModelOptions):
     max_cases: int | None = None          # stop after this many cases (this part)
     max_slices: int | None = None         # search at most this many slices per case (debugging, tests)
     save_figures: Path | None = None
+    pseudo_ignore: str = NO_RULE          # none (the reference), a rule, or several comma-separated (one dataset each)
 
 
 def parse_prompts(text: str) -> list[str]:
@@ -95,51 +100,62 @@ def _resolve_target(opts: RefineOptions) -> tuple[Path, str, int | None]:
     return raw / "imagesTr", raw.name.split("_", 1)[1], int(raw.name[len("Dataset"):].split("_")[0])
 
 
-def _metadata(opts: RefineOptions, prompt: str, model: Path, images: Path, overrides: dict) -> dict:
+def _metadata(opts: RefineOptions, prompt: str, model: Path, images: Path, overrides: dict, rule: str) -> dict:
     """What determines the labels: stored in dataset.json, and equal across parts and resumed runs."""
+    extra = {} if rule == NO_RULE else {
+        "pseudo_ignore": rule_metadata(rule),
+        "postprocessing": "largest 3D component per class (face connectivity); removed voxels are ignore"}
     return json.loads(json.dumps({
         "prompt": prompt, **opts.settings(model, images), "search_config": overrides, "max_slices": opts.max_slices,
         "sam_modality": opts.sam_modality(images, read_json(model / "dataset.json")),
-        "postprocessing": "largest 3D component per class (face connectivity)",
+        "postprocessing": "largest 3D component per class (face connectivity)", **extra,
     }))
 
 
 @dataclass
 class _Output:
-    """One prompt mode's output dataset and the cases it still needs."""
+    """One output dataset (a prompt mode, with or without a --pseudo-ignore rule) and the cases it still needs."""
     prompt: str
+    rule: str
     config: Any
     metadata: dict
     out: OutputDataset
     todo: list[str]
     n_done_before: int
-    figures: Path | None  # --save-figures, in a folder per mode when there are several
+
+    @property
+    def key(self) -> str:
+        """Its name in the returned summaries: the prompt, ``_RULE`` appended for a rule's dataset."""
+        return self.prompt if self.rule == NO_RULE else f"{self.prompt}_{self.rule}"
 
 
 def refine_dataset(opts: RefineOptions, segmenter: Any = None) -> dict:
-    """Run (this part of) a refinement with one prompt mode; returns its summary. ``segmenter`` overrides
-    ``--sam`` (tests)."""
+    """Run (this part of) a refinement with one prompt mode and one --pseudo-ignore choice; returns its summary.
+    ``segmenter`` overrides ``--sam`` (tests)."""
     summaries = refine_datasets(opts, segmenter)
     if len(summaries) != 1:
-        raise UserError("refine_dataset takes one --prompt; use refine_datasets for several")
+        raise UserError("refine_dataset writes one dataset; use refine_datasets for several --prompt/--pseudo-ignore")
     return next(iter(summaries.values()))
 
 
 def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dict]:
     """Refine with every mode of ``opts.prompt`` (``dfg,box,sdg``) in one pass over the cases: each case is
-    predicted once and each slice encoded once, whatever the number of modes; one output dataset per mode.
-    Returns each mode's summary."""
+    predicted once and each slice encoded once, whatever the number of modes; one output dataset per mode, and per
+    ``--pseudo-ignore`` choice for dfg (searched once). Returns each dataset's summary (``_Output.key``)."""
     from tqdm import tqdm
 
     from ..sam.memo import EmbeddingMemo
 
     prompts = parse_prompts(opts.prompt)
+    ignore_names = parse_pseudo_ignore(opts.pseudo_ignore, prompts)
     opts.check()
     if opts.tile > 1 and "dfg" in prompts:
         raise UserError("--tile 2 is for --prompt sdg or box (the DFG search decodes step by step per slice)")
-    if len(prompts) > 1 and (opts.out_id is not None or opts.name):
-        raise UserError("--out-id/--name name one output: with several --prompt modes each takes its default "
-                        "(target id + 100 dfg, + 110 box, + 120 sdg)")
+    pairs = [(prompt, rule) for prompt in prompts for rule in rules_for(prompt, ignore_names)]
+    if len(pairs) > 1 and (opts.out_id is not None or opts.name):
+        raise UserError("--out-id/--name name one output: with several --prompt modes or --pseudo-ignore choices "
+                        "each takes its default (target id + 100 dfg, + 110 box, + 120 sdg; a rule's dfg dataset "
+                        "+ 105)")
     configs = parse_search_configs(prompts, opts.search_config)
     model = opts.resolve_model()
     images, target_name, target_id = _resolve_target(opts)
@@ -150,18 +166,20 @@ def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dic
     mine = opts.my_cases(cases)
     modality = opts.sam_modality(images, model_dataset)
     outputs = []
-    for prompt in prompts:
+    for prompt, rule in pairs:
         folder = resolve_output(env_folder("nnUNet_raw"), opts.out_id, target_id,
-                                opts.name or f"{target_name}Pseudo{prompt.upper()}", OUT_ID_OFFSET[prompt])
-        metadata = _metadata(opts, prompt, model, images, configs[prompt][1])
+                                opts.name or f"{target_name}Pseudo{prompt.upper()}{name_suffix(rule)}",
+                                output_id_offset(OUT_ID_OFFSET[prompt], rule))
+        metadata = _metadata(opts, prompt, model, images, configs[prompt][1], rule)
         check_resumable(folder, metadata)
-        out = OutputDataset(folder, model_dataset["file_ending"])
+        out = OutputDataset(folder, model_dataset["file_ending"], with_reliability=rule != NO_RULE)
         todo = [c for c in mine if not out.is_done(c)]
         n_done_before = len(mine) - len(todo)
         if opts.max_cases is not None:
             todo = todo[:max(0, opts.max_cases)]
-        figures = None if opts.save_figures is None else Path(opts.save_figures) / (prompt if len(prompts) > 1 else "")
-        outputs.append(_Output(prompt, configs[prompt][0], metadata, out, todo, n_done_before, figures))
+        outputs.append(_Output(prompt, rule, configs[prompt][0], metadata, out, todo, n_done_before))
+    if any(o.rule != NO_RULE for o in outputs):
+        with_ignore_entry(model_dataset)  # refuses region-based labels before anything is written
     todo = [c for c in mine if any(c in o.todo for o in outputs)]
     predictor = None
     if todo:  # check the images, load everything (and fail on bad models) before the first file is written
@@ -171,10 +189,11 @@ def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dic
     memo = EmbeddingMemo(segmenter) if len(prompts) > 1 else segmenter
     for o in outputs:
         o.out.create()
-        write_dataset_json(o.out.root, output_dataset_json(model_dataset, len(cases), o.metadata))
+        dataset = output_dataset_json(model_dataset, len(cases), o.metadata)
+        write_dataset_json(o.out.root, dataset if o.rule == NO_RULE else with_ignore_entry(dataset))
     labels = {str(k): int(v) for k, v in model_dataset["labels"].items() if not isinstance(v, list)}
-    summaries = {o.prompt: {"output": str(o.out.root), "cases_done": [], "cases_skipped": o.n_done_before,
-                            "timings_s": {}} for o in outputs}
+    summaries = {o.key: {"output": str(o.out.root), "cases_done": [], "cases_skipped": o.n_done_before,
+                         "timings_s": {}} for o in outputs}
     bar = tqdm(todo, desc=f"refine {opts.prompt}", unit="case", disable=not opts.progress)
     for case in bar:
         t0 = time.perf_counter()
@@ -186,11 +205,20 @@ def refine_datasets(opts: RefineOptions, segmenter: Any = None) -> dict[str, dic
                                       store=work)
         sam_input = opts.sam_volume(predictor, cases[case], modality)
         predict_s = time.perf_counter() - t0
-        for o in wanted:
-            report = refine_case(case, cases[case], pred, predict_s, predictor, memo, o, opts, labels,
-                                 bar if opts.progress else None, sam_input)
-            summaries[o.prompt]["cases_done"].append(case)
-            summaries[o.prompt]["timings_s"][case] = report["timings_s"]
+        grid = {"network_grid_shape": list(pred.probs.shape[1:]),
+                "feature_channels": None if pred.features is None else int(pred.features.shape[0])}
+        for prompt in dict.fromkeys(o.prompt for o in wanted):  # each prompt searched once for all its datasets
+            group = [o for o in wanted if o.prompt == prompt]
+            figures = None if opts.save_figures is None else \
+                Path(opts.save_figures) / (prompt if len(prompts) > 1 else "")
+            searched = search_case(case, pred, predictor, memo, prompt, group[0].config, opts, labels,
+                                   [o.rule for o in group if o.rule != NO_RULE], figures, group[0].out,
+                                   bar if opts.progress else None, sam_input)
+            for o in group:
+                report = write_case(case, cases[case], searched, predict_s, predictor, o, opts, labels,
+                                    pred.properties, grid)
+                summaries[o.key]["cases_done"].append(case)
+                summaries[o.key]["timings_s"][case] = report["timings_s"]
         if memo is not segmenter:
             memo.clear()
         del pred
@@ -220,71 +248,10 @@ def _finish(out: OutputDataset, cases: dict) -> bool:
     return False
 
 
-def refine_case(case: str, files: list[Path], pred, predict_s: float, predictor, segmenter, output: _Output,
-                opts: RefineOptions, labels: dict[str, int], bar=None, sam_input: np.ndarray | None = None) -> dict:
-    """One case and prompt mode from its prediction; the label file is renamed into place last (the resume
-    marker). ``sam_input`` is what SAM sees (``ModelOptions.sam_volume``; the network's input if None)."""
-    from ..prompt_search import largest_component_per_class
-    from .report import case_report, voxel_counts
-    from ..volume import refine_volume
-
-    out, prompt, config = output.out, output.prompt, output.config
-    t1 = time.perf_counter()
-    slices = select_slices(pred.probs, opts.max_slices)
-    on_slice = None
-    if bar is not None:
-        on_slice = lambda z, r: bar.set_postfix_str(f"{case} {prompt} slice {z + 1}/{pred.probs.shape[1]}")  # noqa
-    image = pred.image if sam_input is None else sam_input
-    volume = refine_volume(image, pred.probs, pred.features, segmenter, prompt, config, slices, on_slice,
-                           tile=opts.tile)
-    t2 = time.perf_counter()
-    raw = predictor.to_original_grid(volume.label, pred.properties)
-    foreground = [v for v in labels.values() if v != 0]
-    final = largest_component_per_class(raw, foreground).astype(np.uint8)
-    t3 = time.perf_counter()
-
-    if output.figures is not None:
-        write_figures(output.figures, case, image, pred.probs, volume, out)
-    t4 = time.perf_counter()
-    writer = predictor.plans_manager.image_reader_writer_class()
-    out.add_images(files, opts.copy_images)
-    out.write_segmentation(writer, raw, out.raw_label_file(case), pred.properties)
-    model = np.argmax(pred.probs, 0).astype(np.uint8)
-    out.write_segmentation(writer, predictor.to_original_grid(model, pred.properties), out.model_label_file(case),
-                           pred.properties)
-    t5 = time.perf_counter()
-    voxels = {"model_network_grid": voxel_counts(model, labels),
-              "refined_network_grid": voxel_counts(volume.label, labels),
-              "before_postprocessing": voxel_counts(raw, labels),
-              "after_postprocessing": voxel_counts(final, labels)}
-    timings = {"predict": predict_s, "search": t2 - t1, "export_postprocess": t3 - t2, "figures": t4 - t3,
-               "write": t5 - t4}
-    report = case_report(case, volume, labels, voxels, timings, output.metadata)
-    report["network_grid_shape"] = list(pred.probs.shape[1:])
-    report["feature_channels"] = None if pred.features is None else int(pred.features.shape[0])
-    out.write_bytes(json.dumps(report, indent=1).encode(), out.report_file(case))
-    out.write_segmentation(writer, final, out.label_file(case), pred.properties)
-    return report
-
-
-def write_figures(root: Path, case: str, image: np.ndarray, probs: np.ndarray, volume, out: OutputDataset) -> None:
-    """One PNG per searched slice and class that has decoded steps: ``root/CASE/CASE_zNNN_cK.png``."""
-    from .figures import render_search_png
-
-    model = np.argmax(probs, axis=0)
-    for z, result in sorted(volume.slices.items()):
-        for cls, trace in sorted(result.traces.items()):
-            if not trace.steps:
-                continue
-            png = render_search_png(image[z], trace, model[z] == cls, result.label == cls,
-                                    title=f"{case} slice {z} class {cls}")
-            out.write_bytes(png, root / case / f"{case}_z{z:03d}_c{cls}.png")
-
-
 def _run(args: argparse.Namespace) -> None:
     opts = options_from_args(RefineOptions, args)
-    for prompt, summary in refine_datasets(opts).items():
-        print(f"{prompt}: refined {len(summary['cases_done'])} case(s), {summary['cases_skipped']} already done "
+    for key, summary in refine_datasets(opts).items():
+        print(f"{key}: refined {len(summary['cases_done'])} case(s), {summary['cases_skipped']} already done "
               f"-> {summary['output']}")
 
 
@@ -306,11 +273,19 @@ def add_refine_parser(subparsers) -> argparse.ArgumentParser:
                    help='JSON overrides of the search constants, e.g. \'{"presence_min_pixels": 100}\'; the DFG pixel '
                         'constants are for 256 px slices and scaled to each slice ("reference_side": 0: plain pixels)')
     p.add_argument("--out-id", type=int, help="output dataset id (default: target id + 100 dfg, + 110 box, "
-                                              "+ 120 sdg)")
-    p.add_argument("--name", help="output dataset name (default: <target name>Pseudo<PROMPT>)")
+                                              "+ 120 sdg; + 105 dfg with a --pseudo-ignore rule)")
+    p.add_argument("--name", help="output dataset name (default: <target name>Pseudo<PROMPT>, + Evidence with "
+                                  "--pseudo-ignore evidence)")
     p.add_argument("--copy-images", action="store_true", help="copy images instead of symlinking them")
     p.add_argument("--max-cases", type=int, help="stop after this many cases (the rest on a later run)")
     p.add_argument("--max-slices", type=int, help="search only the N slices with most foreground (debugging)")
-    p.add_argument("--save-figures", type=Path, metavar="DIR", help="PNG of every search (boxes + change curve)")
+    p.add_argument("--save-figures", type=Path, metavar="DIR",
+                   help="PNG of every search (boxes + change curve; with --pseudo-ignore RULE the ignored pixels)")
+    p.add_argument("--pseudo-ignore", default=NO_RULE, metavar="RULE",
+                   help=f"{' or '.join(PSEUDO_IGNORE)}: none (default) is the reference; evidence also writes "
+                        "dfg_refine/reliability/ and puts nnU-Net's ignore label (dataset.json \"ignore\") on the "
+                        "voxels the search's own evidence does not support and on those the post-processing "
+                        "removes (docs/METHOD.md, \"Beyond the reference\"); none,evidence writes both datasets "
+                        "from one search (the rule's dataset: target id + 105, <Target>PseudoDFGEvidence)")
     p.set_defaults(func=_run)
     return p

@@ -17,15 +17,25 @@ def _outline(ax, mask: np.ndarray, colour: str, label: str) -> None:
         ax.plot([], [], color=colour, label=label)  # legend entry (contour sets have none)
 
 
+IGNORED_RGBA = (1.0, 0.0, 0.0, 0.45)  # pixels a --pseudo-ignore rule leaves out of self-training
+
+
 def render_search_png(image2d: np.ndarray, trace: ClassTrace, model_mask: np.ndarray | None = None,
-                      final_mask: np.ndarray | None = None, title: str = "", dpi: int = 100) -> bytes:
-    """Left: image, every searched box (stage colour, later steps more opaque), the model's mask (yellow) and the
-    kept mask (green). Right: pixels changed vs 1/2/3 masks back, per decoded step, in search order."""
+                      final_mask: np.ndarray | None = None, title: str = "", dpi: int = 100,
+                      ignored: np.ndarray | None = None) -> bytes:
+    """Left: image, every searched box (stage colour, later steps more opaque), the model's mask (yellow), the
+    kept mask (green) and, with ``ignored``, the slice's pixels that a ``--pseudo-ignore`` rule marks unreliable
+    (shaded red). Right: pixels changed vs 1/2/3 masks back, per decoded step, in search order."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     fig = Figure(figsize=(9.0, 4.2), dpi=dpi)
     ax_img, ax_curve = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.0, 1.2]})
     ax_img.imshow(np.asarray(image2d, dtype=np.float32), cmap="gray", interpolation="nearest")
+    if ignored is not None and np.any(ignored):
+        overlay = np.zeros(np.shape(ignored) + (4,), dtype=np.float32)
+        overlay[np.asarray(ignored, dtype=bool)] = IGNORED_RGBA
+        ax_img.imshow(overlay, interpolation="nearest")
+        ax_img.plot([], [], color=IGNORED_RGBA[:3], linewidth=6, alpha=IGNORED_RGBA[3], label="ignored")
     n = max(1, len(trace.steps))
     for i, step in enumerate(trace.steps):
         x0, y0, x1, y1 = step.box

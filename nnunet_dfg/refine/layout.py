@@ -7,6 +7,9 @@
         dfg_refine/labels_raw/     merged labels before connectivity post-processing (to evaluate that stage)
         dfg_refine/labels_model/   the model's own labels, where the search started (to evaluate what it adds)
         dfg_refine/reports/        CASE.json per case
+        dfg_refine/reliability/    with --pseudo-ignore RULE: why a voxel is ignore in labelsTr (0 kept, 1 the
+                                   search's evidence, 2 removed by the post-processing); labelsTr then holds
+                                   dataset.json's "ignore" value there
         dfg_refine/.tmp/           files being written (renamed into place), never read by nnU-Net
 
 Every file is written under a temporary name and renamed, so parallel parts (sharding) and killed runs never
@@ -31,20 +34,24 @@ METADATA_KEY = "dfg_pseudo_labels"
 class OutputDataset:
     """Paths and atomic writers of one output dataset folder."""
 
-    def __init__(self, root: Path, file_ending: str) -> None:
+    def __init__(self, root: Path, file_ending: str, with_reliability: bool = False) -> None:
         self.root = Path(root)
         self.file_ending = file_ending
+        self.with_reliability = with_reliability  # a --pseudo-ignore RULE dataset
         self.images = self.root / "imagesTr"
         self.labels = self.root / "labelsTr"
         self.side = self.root / "dfg_refine"
         self.labels_raw = self.side / "labels_raw"
         self.labels_model = self.side / "labels_model"
         self.reports = self.side / "reports"
+        self.reliability = self.side / "reliability"
         self.tmp = self.side / ".tmp"
 
     def create(self) -> None:
         for folder in (self.images, self.labels, self.labels_raw, self.labels_model, self.reports, self.tmp):
             folder.mkdir(parents=True, exist_ok=True)
+        if self.with_reliability:
+            self.reliability.mkdir(parents=True, exist_ok=True)
 
     def label_file(self, case: str) -> Path:
         return self.labels / f"{case}{self.file_ending}"
@@ -54,6 +61,9 @@ class OutputDataset:
 
     def model_label_file(self, case: str) -> Path:
         return self.labels_model / f"{case}{self.file_ending}"
+
+    def reliability_file(self, case: str) -> Path:
+        return self.reliability / f"{case}{self.file_ending}"
 
     def report_file(self, case: str) -> Path:
         return self.reports / f"{case}.json"

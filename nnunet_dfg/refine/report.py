@@ -28,6 +28,8 @@ def class_record(trace: ClassTrace) -> dict:
         "stage": int(trace.stage),
         "refined": bool(trace.refined),
         "reason": trace.reason,
+        "box": None if trace.box is None else list(trace.box),  # the box whose SAM mask was kept
+        "sam_iou": trace.iou,  # SAM's predicted IoU of that mask (None: not exposed by the segmenter)
         "n_steps": len(trace.steps),
         "steps": [{k: (list(v) if k == "box" else v) for k, v in asdict(s).items()} for s in trace.steps],
     }

@@ -68,9 +68,10 @@ def export_onnx(module: nn.Module, args: tuple, inputs: Sequence[str], outputs: 
 
 def export_box_side(box_side: nn.Module, prepared: Sequence[torch.Tensor], boxes: torch.Tensor) -> bytes:
     """The split decoder's per-box side (``split_decoder.DecoderBoxSide``) with any number of boxes: the graph
-    :class:`OnnxDecoder` runs for every call."""
-    return export_onnx(box_side.eval(), (*prepared, boxes), [*PREPARED, "boxes"], ["low_res"],
-                       {"boxes": {0: "n"}, "low_res": {0: "n"}})
+    :class:`OnnxDecoder` runs for every call; a second output ``iou`` when the box side has ``with_iou``."""
+    outputs = ["low_res", "iou"] if getattr(box_side, "with_iou", False) else ["low_res"]
+    return export_onnx(box_side.eval(), (*prepared, boxes), [*PREPARED, "boxes"], outputs,
+                       {"boxes": {0: "n"}, **{name: {0: "n"} for name in outputs}})
 
 
 def _session(model: bytes):
@@ -116,7 +117,8 @@ class OpenVinoEncoder:
 
 class OnnxDecoder:
     """The split box decoder (see split_decoder.py) as two sessions: ``prepare`` once per embedding, then
-    boxes (N, 4) in frame coordinates -> (N, 1, h, w) low-resolution logits."""
+    boxes (N, 4) in frame coordinates -> (N, 1, h, w) low-resolution logits, or (logits, (N,) predicted IoUs)
+    when the box side was built ``with_iou``."""
 
     def __init__(self, image_side: nn.Module, box_side: nn.Module, embedding: torch.Tensor) -> None:
         self.image_session = _session(export_onnx(image_side.eval(), (embedding.cpu(),), ["embedding"],
@@ -129,6 +131,7 @@ class OnnxDecoder:
         outs = self.image_session.run(None, {"embedding": embedding.detach().cpu().numpy()})
         return dict(zip(PREPARED, outs))
 
-    def __call__(self, prepared: dict, framed_boxes: np.ndarray) -> torch.Tensor:
+    def __call__(self, prepared: dict, framed_boxes: np.ndarray) -> torch.Tensor | tuple[torch.Tensor, ...]:
         feed = {**prepared, "boxes": np.ascontiguousarray(framed_boxes, dtype=np.float32)}
-        return torch.from_numpy(self.box_session.run(None, feed)[0])
+        outs = [torch.from_numpy(o) for o in self.box_session.run(None, feed)]
+        return outs[0] if len(outs) == 1 else tuple(outs)

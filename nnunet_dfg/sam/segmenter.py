@@ -69,7 +69,8 @@ class Segmenter:
         # order it is tested against): the box-independent image side once per embedding (cached for the last
         # one), the per-box side per call
         self._image_side = DecoderImageSide(self.parts.prompt_encoder, self.parts.mask_decoder).eval()
-        self._box_side = DecoderBoxSide(self.parts.prompt_encoder, self.parts.mask_decoder).eval()
+        # with_iou: SAM's predicted IoU of each mask comes along (segment_with_iou); the masks are the same
+        self._box_side = DecoderBoxSide(self.parts.prompt_encoder, self.parts.mask_decoder, with_iou=True).eval()
         self._prepared: tuple = (None, None)  # (embedding tensor, its image-side tensors), identity-keyed
         self._onnx_encoder: Optional[Union[OnnxEncoder, OpenVinoEncoder]] = None
         self._onnx_decoder: Optional[OnnxDecoder] = None
@@ -111,25 +112,40 @@ class Segmenter:
 
     def segment_logits(self, embedding: Embedding, boxes: np.ndarray) -> np.ndarray:
         """(N, 4) inclusive ``x0, y0, x1, y1`` boxes in slice pixels -> (N, H, W) float32 logits."""
-        self._check_embedding(embedding)
-        geometry = embedding.geometry
-        clipped = validate_boxes(boxes, geometry.original_size)
-        H, W = geometry.original_size
-        out = np.empty((clipped.shape[0], H, W), dtype=np.float32)
-        framed = boxes_to_frame(clipped, geometry)
-        with torch.inference_mode():
-            for start in range(0, framed.shape[0], self.decode_batch):
-                chunk = framed[start : start + self.decode_batch]
-                low_res = self._decode(embedding.tensor, chunk)
-                out[start : start + chunk.shape[0]] = postprocess_logits(low_res, geometry).cpu().numpy()
-                self.n_decoder_calls += chunk.shape[0]
-        return out
+        return self._segment(embedding, boxes)[0]
 
     def segment(self, embedding: Embedding, boxes: np.ndarray) -> np.ndarray:
         """(N, H, W) bool masks: logits > 0, i.e. sigmoid > 0.5 as in the references."""
         return self.segment_logits(embedding, boxes) > 0
 
+    def segment_with_iou(self, embedding: Embedding, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The masks of :meth:`segment` and (N,) float32 IoUs that SAM's IoU head predicts for them (its own
+        estimate of each mask's quality, computed in the same decoder pass)."""
+        logits, iou = self._segment(embedding, boxes)
+        return logits > 0, iou
+
+    def _segment(self, embedding: Embedding, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._check_embedding(embedding)
+        geometry = embedding.geometry
+        clipped = validate_boxes(boxes, geometry.original_size)
+        H, W = geometry.original_size
+        out = np.empty((clipped.shape[0], H, W), dtype=np.float32)
+        iou = np.empty(clipped.shape[0], dtype=np.float32)
+        framed = boxes_to_frame(clipped, geometry)
+        with torch.inference_mode():
+            for start in range(0, framed.shape[0], self.decode_batch):
+                chunk = framed[start : start + self.decode_batch]
+                low_res, predicted = self._decode_with_iou(embedding.tensor, chunk)
+                out[start : start + chunk.shape[0]] = postprocess_logits(low_res, geometry).cpu().numpy()
+                iou[start : start + chunk.shape[0]] = predicted.float().cpu().numpy()
+                self.n_decoder_calls += chunk.shape[0]
+        return out, iou
+
     def _decode(self, tensor: torch.Tensor, framed: np.ndarray) -> torch.Tensor:
+        """Low-resolution logits (N, 1, h, w) of framed boxes."""
+        return self._decode_with_iou(tensor, framed)[0]
+
+    def _decode_with_iou(self, tensor: torch.Tensor, framed: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         onnx = self.runtime in ("onnx", "openvino")
         if onnx and self._onnx_decoder is None:
             self._onnx_decoder = OnnxDecoder(self._image_side, self._box_side, tensor)

@@ -12,7 +12,9 @@ spends most of a call on 4096-token projections. Two rewrites, both exact in rea
   adds a constant per attention row and is dropped (softmax is shift-invariant); value rows of a softmax sum to 1,
   so the value bias passes through unchanged.
 
-Only mask token 0 is upscaled into a mask (``multimask_output=False``, as the references call SAM).
+Only mask token 0 is upscaled into a mask (``multimask_output=False``, as the references call SAM). With
+``with_iou`` the box side also returns SAM's own quality estimate of that mask (the IoU head on the IoU token,
+as ``MaskDecoder.predict_masks`` computes it); the mask is the same either way.
 """
 from __future__ import annotations
 
@@ -107,11 +109,14 @@ class DecoderImageSide(nn.Module):
 
 
 class DecoderBoxSide(nn.Module):
-    """Image-side tensors + (N, 4) boxes in frame coordinates -> (N, 1, 4e, 4e) low-resolution logits."""
+    """Image-side tensors + (N, 4) boxes in frame coordinates -> (N, 1, 4e, 4e) low-resolution logits, and with
+    ``with_iou`` also (N,) predicted IoUs of those masks (a tuple: an attribute, not an argument, so that the ONNX
+    export sees a fixed graph)."""
 
-    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module) -> None:
+    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module, with_iou: bool = False) -> None:
         super().__init__()
         self.prompt_encoder, self.mask_decoder = prompt_encoder, mask_decoder
+        self.with_iou = bool(with_iou)
         self.transformer = mask_decoder.transformer
         with torch.no_grad():
             pe = prompt_encoder.get_dense_pe().detach().clone()
@@ -137,7 +142,7 @@ class DecoderBoxSide(nn.Module):
         return queries, keys
 
     def forward(self, keys: torch.Tensor, k0: torch.Tensor, v0: torch.Tensor, q0: torch.Tensor,
-                boxes: torch.Tensor) -> torch.Tensor:
+                boxes: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         md = self.mask_decoder
         sparse = self.prompt_encoder._embed_boxes(boxes)                   # (N, 2, C)
         out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
@@ -157,4 +162,7 @@ class DecoderBoxSide(nn.Module):
                                         keys + self.pe_tokens, keys)
         queries = self.transformer.norm_final_attn(queries + final)
         hyper = md.output_hypernetworks_mlps[0](queries[:, 1, :])          # mask token 0
-        return _upscale_mask(md, keys, hyper, self.grid)
+        low_res = _upscale_mask(md, keys, hyper, self.grid)
+        if not self.with_iou:
+            return low_res
+        return low_res, md.iou_prediction_head(queries[:, 0, :])[:, 0]      # IoU token -> mask 0's estimate

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 
 import torch
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-from nnunetv2.utilities.helpers import softmax_helper_dim1
 
 from .adaptation import nnUNetTrainerDFG_Adapt
 from .source import SYNTHETIC_ABDOMEN
@@ -57,8 +57,17 @@ class nnUNetTrainerDFG_ST(nnUNetTrainerDFG_Adapt):
                                + f"; {self.num_epochs} passes")
 
     def _build_loss(self):
-        return MemoryEfficientSoftDiceLoss(apply_nonlin=softmax_helper_dim1, batch_dice=self.configuration_manager.batch_dice,
-                                           do_bg=False, smooth=1e-5, ddp=self.is_ddp)
+        return soft_dice_loss(self.label_manager, self.configuration_manager.batch_dice, self.is_ddp)
+
+
+def soft_dice_loss(label_manager, batch_dice: bool, ddp: bool) -> DC_and_CE_loss:
+    """Soft Dice only, as nnU-Net's own trainer builds its loss but with the cross-entropy weight 0: with an ignore
+    label in the dataset (``refine --pseudo-ignore``) nnU-Net's ``DC_and_CE_loss`` masks those voxels out of the
+    Dice terms (``loss_mask``), so they give no gradient; without one it is ``MemoryEfficientSoftDiceLoss`` alone."""
+    return DC_and_CE_loss({"batch_dice": batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": ddp}, {},
+                          weight_ce=0, weight_dice=1, ignore_label=label_manager.ignore_label,
+                          dice_class=MemoryEfficientSoftDiceLoss)
+
 
 
 make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_test", "Smoke-test length: 2 passes of at most 2 iterations.",
