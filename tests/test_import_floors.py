@@ -11,7 +11,8 @@ import nnunet_dfg
 ROOT = Path(nnunet_dfg.__file__).parent
 COMMAND_PACKAGES = ("refine", "sdg", "pipeline")  # run one another only as subprocesses, never by import
 FLOORS = {
-    0: ("errors", "seed", "nnunet_io", "statistics", "cpu_plans", "image_checks", "evaluation", "synthetic"),
+    0: ("errors", "seed", "nnunet_io", "statistics", "cpu_plans", "image_checks", "evaluation", "synthetic",
+        "synthetic_contrast"),
     1: ("prompt_search", "trainers"),  # independent of each other: the search is numpy, the trainers are nnU-Net's
     2: ("sam",),
     3: ("volume",),
