@@ -63,15 +63,16 @@ class ModelOptions:
                 "sam_intensity": self.sam_intensity, "sam_window": self.sam_window}
 
     def sam_modality(self, images: Path, model_dataset: Mapping) -> str:
-        """``ct`` or ``mr``: ``--sam-intensity``, or with ``auto`` channel 0's name in the dataset.json beside the
-        image folder (the target's own, e.g. ``imagesTr/../dataset.json``), else in the model's."""
+        """``ct``, ``mr`` or ``equalize``: ``--sam-intensity``, or with ``auto`` channel 0's name in the dataset.json
+        beside the image folder (the target's own, e.g. ``imagesTr/../dataset.json``), else in the model's."""
         from .nnunet_io import read_json
         from .sam.intensity import resolve_modality
         beside = Path(images).parent / "dataset.json"
         return resolve_modality(self.sam_intensity, read_json(beside) if beside.is_file() else model_dataset)
 
     def sam_volume(self, predictor, files: Sequence[Path], modality: str):
-        """The case's raw channel 0 on the network grid, windowed for SAM (``sam.intensity.sam_image``)."""
+        """The case's raw channel 0 on the network grid, windowed for SAM (``sam.intensity.sam_image``; equalize:
+        each slice along axis 0, the axis the volume engine cuts SAM's slices along)."""
         from .sam.intensity import parse_window, sam_image
         return sam_image(predictor.raw_image(files), modality, parse_window(self.sam_window))
 
@@ -161,6 +162,8 @@ def add_sam_intensity_arguments(p: argparse.ArgumentParser) -> None:
     """``--sam-intensity`` and ``--sam-window`` (refine, sdg-predict, pipeline, demo): what SAM is fed."""
     p.add_argument("--sam-intensity", default="auto",
                    help="SAM's input from the raw image: ct (HU window), mr (0.5-99.5 percentiles of the non-zero "
-                        "voxels), auto (default: ct if the images' dataset.json names channel 0 'CT', else mr)")
+                        "voxels), auto (default: ct if the images' dataset.json names channel 0 'CT', else mr), "
+                        "equalize (the SDG reference's: each slice min-max scaled to 8 bits and "
+                        "histogram-equalised)")
     p.add_argument("--sam-window", metavar="LOW,HIGH",
                    help="CT window in HU for SAM (default -125,275: the DFG reference's soft-tissue window)")

@@ -24,11 +24,10 @@ GOALS = (
      "ignoring the unreliable pseudo-label voxels beats self-training on every voxel (the reference)"),
     ("self-trained >= 0.9x oracle", "self_trained", "oracle", 0.9,
      "self-trained reaches 90% of the target-supervised oracle"),
-    ("source < SDG", "sdg", "source_only", 1.0, "SDG (source boxes -> SAM) beats the source model on the target"),
-    ("SDG < SDG fine-tuned", "sdg_finetuned", "sdg", 1.0,
+    ("source < SDG", "sdg", "source_only", 1.0,
+     "SDG (source boxes -> SAM with its mask decoder fine-tuned on the source) beats the source model on the target"),
+    ("SDG without fine-tuning < SDG", "sdg", "sdg_no_finetune", 1.0,
      "SAM's mask decoder fine-tuned on the source's refined boxes beats SAM as shipped, on the target"),
-    ("source < SDG fine-tuned", "sdg_finetuned", "source_only", 1.0,
-     "SDG with the fine-tuned decoder beats the source model on the target"),
 )
 
 

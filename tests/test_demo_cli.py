@@ -9,13 +9,13 @@ from cli_env import nnunet_env, run
 from PIL import Image
 
 STAGES = {"source_in_domain", "source_only", "fa", "pseudo_fa", "pseudo_box", "pseudo_sdg", "pseudo_dfg_raw",
-          "pseudo_dfg_post", "self_trained", "sdg", "sdg_finetuned", "oracle"}
+          "pseudo_dfg_post", "self_trained", "sdg", "sdg_no_finetune", "oracle"}
 
 
 def test_demo_runs_every_stage_and_prints_the_stage_table(tmp_path):
     out = tmp_path / "demo"
     args = ["nnunet_dfg", "demo", "-o", str(out), "--variant", "_test", "--oracle-variant", "_test", "--seed", "3",
-            "--n-source", "5", "--n-target", "2", "--n-test", "2", "--shape", "8", "48", "48", "--sdg-finetuned"]
+            "--n-source", "5", "--n-target", "2", "--n-test", "2", "--shape", "8", "48", "48"]
     proc = run(args, nnunet_env(tmp_path), timeout=1500)
     table = json.loads((out / "work" / "stage_table.json").read_text())
     assert set(table) == STAGES
@@ -35,7 +35,7 @@ def test_demo_runs_every_stage_and_prints_the_stage_table(tmp_path):
     with Image.open(out / "work" / "stage_figure.png") as png:
         assert png.format == "PNG" and png.width > 800 and png.height > 600
     predictions = out / "work" / "predictions"
-    for stage in ("source_only", "fa", "self_trained", "sdg", "sdg_finetuned", "oracle"):
+    for stage in ("source_only", "fa", "self_trained", "sdg", "sdg_no_finetune", "oracle"):
         assert sorted(p.name for p in (predictions / stage).glob("*.nii.gz")) == ["case_0002.nii.gz",
                                                                                    "case_0003.nii.gz"], stage
     plans = out / "nnUNet_preprocessed" / "Dataset701_DFGSynthSource" / "nnUNetPlansCPU.json"

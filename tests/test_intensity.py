@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from cli_env import assert_one_error_line, snapshot
-from nnunet_dfg.sam.intensity import (DEFAULT_CT_WINDOW, check_intensity, ct_window, modality_from_channel,
-                                      mr_window, parse_window, resolve_modality, sam_image)
+from nnunet_dfg.sam.intensity import (DEFAULT_CT_WINDOW, check_intensity, ct_window, equalize_slices,
+                                      equalize_uint8, modality_from_channel, mr_window, parse_window,
+                                      resolve_modality, sam_image)
 from nnunet_dfg.target_normalization import (CT, ZSCORE, changed_channels, ct_properties, sample_body,
                                               target_plans)
 
@@ -66,6 +67,50 @@ def test_bad_windows_and_intensities_are_refused(text):
 def test_window_parsing():
     assert parse_window(None) is None
     assert parse_window("-125,275") == DEFAULT_CT_WINDOW and parse_window(" -160 , 240 ") == (-160.0, 240.0)
+
+
+def test_equalisation_is_torchvisions_bit_for_bit():
+    """The SDG reference equalises with torchvision's ``equalize`` (PIL's rule): same uint8 output on spread,
+    narrow (few grey levels), skewed and constant images."""
+    import torch
+    from torchvision.transforms.functional import equalize
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (37, 53)), rng.integers(100, 103, (20, 20)), rng.gamma(2.0, 20.0, (64, 48)),
+              np.full((9, 9), 77), np.array([[0, 255]]), rng.integers(0, 256, (1, 1))]
+    for image in images:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+        expected = equalize(torch.from_numpy(image)[None]).numpy()[0]
+        assert np.array_equal(equalize_uint8(image), expected)
+    flat = equalize_uint8(rng.gamma(2.0, 20.0, (64, 64)).clip(0, 255).astype(np.uint8))
+    assert np.histogram(flat, bins=4, range=(0, 256))[0].min() > 0.15 * flat.size  # spread over the grey range
+    with pytest.raises(ValueError, match="uint8"):
+        equalize_uint8(np.zeros((2, 2), np.float32))
+
+
+def test_equalize_feeds_sam_each_slice_as_the_sdg_reference_does():
+    """Per slice (axis 0): min-max -> round to uint8 -> equalise -> / 255, in float32 as the reference's torch
+    loader; each slice on its own, so changing one slice leaves the others as they were."""
+    import torch
+    from torchvision.transforms.functional import equalize
+    rng = np.random.default_rng(1)
+    volume = rng.normal(300.0, 80.0, (3, 30, 40))
+    volume[1] = 5.0  # a constant slice
+    out = sam_image(volume, "equalize")
+    assert out.dtype == np.float32 and out.shape == volume.shape and not out[1].any()
+    for z in (0, 2):
+        img = torch.from_numpy(volume[z]).float()[None]  # the reference's loader, step by step
+        img = torch.round((img - img.min()) / (img.max() - img.min()) * 255).to(torch.uint8)
+        assert np.array_equal(out[z], (equalize(img) / 255)[0].numpy())
+    changed = volume.copy()
+    changed[2] *= 40.0
+    again = equalize_slices(changed)
+    assert np.array_equal(again[:2], out[:2])
+    assert np.array_equal(equalize_slices(volume[0]), out[0])  # a 2D slice is one slice
+    assert np.array_equal(equalize_slices(3.0 * volume[0] - 7.0), out[0])  # any units: affine-invariant
+    assert check_intensity(" Equalize ") == "equalize"
+    assert resolve_modality("equalize", {"channel_names": {"0": "CT"}}) == "equalize"
+    with pytest.raises(ValueError, match="2D slice or a"):
+        equalize_slices(np.zeros(5))
 
 
 def _plans(scheme: str) -> dict:

@@ -73,7 +73,7 @@ def test_pipeline_steps_refine_once_and_start_the_oracle_from_the_source(tmp_pat
 
 def test_a_given_sdg_checkpoint_replaces_the_fine_tuning_step(tmp_path):
     """``sdg_checkpoint``: the fine-tuned decoder of this source model (it learnt from the source only) predicts the
-    sdg_finetuned row of another target without training a second one."""
+    sdg row of another target without training a second one."""
     from nnunet_dfg.pipeline.dfg import DFGPipeline, PipelineConfig
 
     checkpoint = tmp_path / "decoder.pth"
@@ -83,8 +83,8 @@ def test_a_given_sdg_checkpoint_replaces_the_fine_tuning_step(tmp_path):
         (tmp_path / folder).mkdir(parents=True)
     steps = {s.name: s for s in DFGPipeline(cfg, Runner(tmp_path / "work", {}), tmp_path / "raw",
                                             tmp_path / "res").steps()}
-    assert "finetune_sam" not in steps and "evaluate_sdg_finetuned" in steps
-    command = steps["predict_sdg_finetuned"].command
+    assert "finetune_sam" not in steps and "evaluate_sdg" in steps and "evaluate_sdg_no_finetune" in steps
+    command = steps["predict_sdg"].command
     command = command() if callable(command) else command
     assert command[command.index("--sam") + 1] == str(checkpoint)
 
@@ -125,11 +125,12 @@ def test_no_source_in_domain_row_when_the_source_trains_on_all_cases(tmp_path):
 
 @pytest.mark.parametrize("subcommand, flags, sdg, finetuned", [
     ("pipeline", [], True, True), ("pipeline", ["--no-sdg"], False, True),
-    ("pipeline", ["--no-sdg-finetuned"], True, False), ("demo", [], True, False),
-    ("demo", ["--no-sdg"], False, False), ("demo", ["--sdg-finetuned"], True, True)])
+    ("pipeline", ["--no-sdg-finetune"], True, False), ("demo", [], True, True),
+    ("demo", ["--no-sdg"], False, True), ("demo", ["--no-sdg-finetune"], True, False)])
 def test_pipeline_and_demo_flags_skip_the_sdg_rows(tmp_path, monkeypatch, subcommand, flags, sdg, finetuned):
-    """SDG is not source-free (finetune-sam trains on the source labels): --no-sdg drops its steps and rows; the
-    demo leaves the fine-tuned decoder out unless asked (its time budget)."""
+    """SDG is not source-free (finetune-sam trains on the source labels): --no-sdg drops its steps and rows;
+    --no-sdg-finetune drops the fine-tuning and the sdg row (SDG with the fine-tuned decoder), keeping the
+    sdg_no_finetune ablation. Both produce the sdg row by default, the demo on a smaller budget."""
     from nnunet_dfg import cli
     from nnunet_dfg.pipeline import command
     from nnunet_dfg.pipeline.dfg import DFGPipeline
@@ -145,5 +146,9 @@ def test_pipeline_and_demo_flags_skip_the_sdg_rows(tmp_path, monkeypatch, subcom
     for cfg in configs:
         assert (cfg.sdg, cfg.sdg_finetuned) == (sdg, finetuned)
         names = [s.name for s in DFGPipeline(cfg, Runner(tmp_path / "work", {}), tmp_path, tmp_path).steps()]
-        assert ("finetune_sam" in names) == (sdg and finetuned)
-        assert ("predict_sdg" in names) == sdg
+        assert ("finetune_sam" in names) == ("predict_sdg" in names) == (sdg and finetuned)
+        assert ("predict_sdg_no_finetune" in names) == sdg
+        if subcommand == "demo" and sdg and finetuned:
+            finetune = next(s for s in DFGPipeline(cfg, Runner(tmp_path / "work", {}), tmp_path, tmp_path).steps()
+                            if s.name == "finetune_sam").command()
+            assert finetune[finetune.index("--epochs") + 1] == "2" and "--batch-canvases" in finetune

@@ -18,11 +18,11 @@ from conftest import tiny_copy
 from _tiny_model import ThresholdSegmenter, TinyModel
 from nnunet_dfg.errors import UserError
 from nnunet_dfg.prompt_search import SDGConfig
-from nnunet_dfg.sdg import (FinetuneOptions, PredictOptions, TrainingSlice, dice_bce_loss, finetune_sam,
-                            foreground_slices, jitter_box, resolve_tile, sdg_predict, slice_prompts, tile_groups,
-                            training_prompts)
+from nnunet_dfg.prompt_search import class_boxes, volume_boxes, whole_slice_box
+from nnunet_dfg.sdg import (FinetuneOptions, PredictOptions, TrainingSlice, dice_bce_batch, dice_bce_loss,
+                            epoch_batches, finetune_sam, foreground_slices, jitter_box, resolve_tile, sdg_predict,
+                            slice_prompts, tile_groups, training_prompts)
 from nnunet_dfg.volume import refine_volume
-from nnunet_dfg.sdg.slices import epoch_order
 
 # ---------------------------------------------------------------- pure pieces
 
@@ -62,7 +62,7 @@ def test_finetune_jitter_is_scaled_to_the_slice_side(monkeypatch):
         image[side // 4:side // 2, side // 4:side // 2], label[side // 4:side // 2, side // 4:side // 2] = 200.0, 1
         pool.append(TrainingSlice(image, label, f"case_{side}/0"))
     finetune_module.finetune_mask_decoder(load_segmenter("litemedsam"), pool,
-                                          finetune_module.FinetuneConfig(epochs=1, slices_per_epoch=2))
+                                          finetune_module.FinetuneConfig(epochs=1))
     assert sorted(seen) == [((64, 64), 1), ((128, 128), 2)]
 
 
@@ -76,9 +76,31 @@ def test_slice_prompts_and_foreground_slices():
     assert classes == [1, 3] and boxes.tolist() == [[2, 2, 4, 4], [12, 10, 17, 14]]
     assert targets.shape == (2, 20, 20) and np.array_equal(targets[1], label[1] == 3)
     assert slice_prompts(label[0], np.random.default_rng(0))[1].shape == (0, 4)
-    order = epoch_order(5, 3, np.random.default_rng(0))
-    assert len(order) == 3 and len(set(order.tolist())) == 3
-    assert sorted(epoch_order(5, 99, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_every_pass_visits_every_canvas_once_in_a_new_order():
+    """The reference's schedule: each pass (epoch) is a reshuffled pass over all canvases, in batches."""
+    rng = np.random.default_rng(0)
+    passes = [epoch_batches(10, 4, rng) for _ in range(3)]
+    for batches in passes:
+        assert [len(b) for b in batches] == [4, 4, 2]  # the last batch is smaller, not dropped
+        assert sorted(np.concatenate(batches).tolist()) == list(range(10))
+    orders = {tuple(np.concatenate(b).tolist()) for b in passes}
+    assert len(orders) == 3  # reshuffled every pass
+    assert [len(b) for b in epoch_batches(3, 16, rng)] == [3]
+    with pytest.raises(ValueError):
+        epoch_batches(0, 4, rng)
+
+
+def test_the_reference_batch_is_sixteen_slices_whatever_the_tiling():
+    from nnunet_dfg.sdg.finetune import FinetuneConfig
+    assert FinetuneConfig().epochs == 200 and FinetuneConfig().lr == 1e-4 and FinetuneConfig().weight_decay == 1e-3
+    assert FinetuneConfig(tile=1).canvases_per_step == 16 and FinetuneConfig(tile=2).canvases_per_step == 4
+    assert FinetuneConfig(tile=2, batch_canvases=1).canvases_per_step == 1
+    assert FinetuneConfig(tile=1).steps_per_epoch(33) == 3
+    for bad in (dict(epochs=0), dict(batch_canvases=0)):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            FinetuneConfig(**bad)
 
 
 def test_training_prompts_are_the_refined_boxes_with_ground_truth_targets():
@@ -129,6 +151,60 @@ def test_dice_bce_loss_is_low_for_confident_correct_logits():
     assert float(dice_bce_loss(good, target)) < 0.01 < 1.0 < float(dice_bce_loss(bad, target))
 
 
+def test_a_batch_of_slices_of_two_sizes_has_one_loss():
+    """Mean (1 - soft Dice) over every mask of the batch + BCE over all their pixels: for one size it is
+    dice_bce_loss, for two sizes each mask counts once and each pixel once."""
+    torch.manual_seed(0)
+    small, large = torch.randn(2, 8, 8), torch.randn(1, 16, 12)
+    t_small, t_large = torch.rand(2, 8, 8) > 0.5, torch.rand(1, 16, 12) > 0.7
+    assert torch.isclose(dice_bce_batch([small[:1], small[1:]], [t_small[:1], t_small[1:]]),
+                         dice_bce_loss(small, t_small), atol=1e-6)
+
+    def soft_dice(lg, tg):  # nnU-Net's: (2 tp + 1) / (2 tp + fp + fn + 1) on sigmoid probabilities
+        p, t = torch.sigmoid(lg), tg.float()
+        return (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+    dices = [soft_dice(small[0], t_small[0]), soft_dice(small[1], t_small[1]), soft_dice(large[0], t_large[0])]
+    bce = (torch.nn.functional.binary_cross_entropy_with_logits(small, t_small.float(), reduction="sum")
+           + torch.nn.functional.binary_cross_entropy_with_logits(large, t_large.float(), reduction="sum")) / (128 + 192)
+    expected = 1 - torch.stack(dices).mean() + bce
+    got = dice_bce_batch([small, torch.zeros(0, 8, 8), large], [t_small, torch.zeros(0, 8, 8), t_large])
+    assert torch.isclose(got, expected, atol=1e-6)
+    with pytest.raises(ValueError):
+        dice_bce_batch([torch.zeros(0, 4, 4)], [torch.zeros(0, 4, 4)])
+
+
+def test_whole_slice_boxes_only_for_classes_the_model_boxes_somewhere_in_the_volume():
+    """--empty-box full: where a class's thresholded map is empty, its box is the whole slice, but only for a
+    class that has an SDG box on some slice of the volume; none keeps the per-slice boxes."""
+    probs = np.full((4, 3, 20, 24), 0.01, np.float32)
+    probs[1, 0, 2:8, 2:8] = 0.9      # class 1 boxed on slice 0 only
+    probs[2, 1, 10:15, 10:15] = 0.9  # class 2 on slice 1 only
+    probs[3, :, 5:9, 5:9] = 0.6      # class 3 never above the 0.75 threshold: never boxed
+    none = volume_boxes(probs, "sdg", SDGConfig())
+    assert none == {z: class_boxes(probs[:, z], "sdg", SDGConfig()) for z in range(3)} and none[2] == {}
+    full = volume_boxes(probs, "sdg", SDGConfig(empty_box="full"))
+    whole = whole_slice_box((20, 24))
+    assert whole == (0, 0, 23, 19)
+    assert full == {0: {1: none[0][1], 2: whole}, 1: {1: whole, 2: none[1][2]}, 2: {1: whole, 2: whole}}
+    assert volume_boxes(probs, "sdg", SDGConfig(empty_box="full"), [2]) == {2: full[2]}  # eligibility: whole volume
+    assert volume_boxes(np.full((4, 2, 8, 8), 0.01, np.float32), "sdg", SDGConfig(empty_box="full")) == {0: {}, 1: {}}
+    with pytest.raises(ValueError, match="empty_box"):
+        SDGConfig(empty_box="half")
+
+
+def test_empty_box_full_refines_the_slices_without_a_box():
+    """The volume engine prompts a whole-slice box where the map is empty: the stand-in segmenter's mask there
+    replaces the model's (empty) prediction, and the slice costs an encoder pass it did not before."""
+    image, probs = _toy()
+    none = refine_volume(image, probs, None, ThresholdSegmenter(), "sdg", SDGConfig())
+    full = refine_volume(image, probs, None, ThresholdSegmenter(), "sdg", SDGConfig(empty_box="full"))
+    assert 0 not in [z for z, r in none.slices.items() if r.refined]  # slice 0: no confident pixel, no box
+    assert sorted(full.slices[0].refined) == [1, 2] and full.total("encoder_calls") == none.total("encoder_calls") + 1
+    assert full.slices[0].traces[1].steps[0].box == whole_slice_box(image.shape[1:])
+    for z in range(1, 6):  # class 2 is boxed on slices 2-4 only; the others get its whole-slice box
+        assert (2 in none.slices[z].refined) == (2 <= z <= 4) and 2 in full.slices[z].refined
+
+
 def _toy(n_slices: int = 6, size: int = 24):
     rng = np.random.default_rng(3)
     image = rng.normal(0, 0.2, (n_slices, size, size)).astype(np.float32)
@@ -162,6 +238,45 @@ def test_tiled_volume_equals_per_slice_sdg(tile):
 
 
 @pytest.fixture(scope="module")
+def litemedsam():
+    """One LiteMedSAM (its default runtime, as finetune-sam loads it) for the tests that reset its decoder."""
+    from nnunet_dfg.sam import load_segmenter
+    return load_segmenter("litemedsam")
+
+
+@pytest.mark.parametrize("tile, n_slices, canvases", [(1, 2, 2), (2, 5, 2)])
+def test_cached_embeddings_train_the_same_decoder_as_embedding_every_step(litemedsam, tile, n_slices, canvases):
+    """The encoder is frozen and the canvases fixed, so embedding each canvas once is exact: after two passes the
+    decoder's weights are bit for bit those of a run that embeds every canvas at every visit (and differ from the
+    start); the cache embeds each canvas once, the other run once per visit."""
+    from nnunet_dfg.sdg.finetune import EmbeddingCache, FinetuneConfig, finetune_mask_decoder
+    rng = np.random.default_rng(tile)
+    pool = []
+    for z in range(n_slices):  # one case: with tile 2 its slices fill a canvas of 4 and one of 1
+        image = rng.normal(0.0, 0.1, (40, 40)).astype(np.float32)
+        label = np.zeros((40, 40), np.int16)
+        label[8 + z:20 + z, 10:24], label[26:34, 6 + z:16 + z] = 1, 2
+        image[label == 1] += 1.0
+        image[label == 2] += 0.5
+        pool.append(TrainingSlice(image, label, f"case/{z}"))
+    seg = litemedsam
+    start = {k: v.clone() for k, v in seg.parts.mask_decoder.state_dict().items()}
+    config = FinetuneConfig(epochs=2, batch_canvases=2, tile=tile, seed=5)  # one step per pass
+    trained = {}
+    try:
+        for keep in (True, False):
+            seg.parts.mask_decoder.load_state_dict(start)
+            seg.reset_counters()
+            finetune_mask_decoder(seg, pool, config, cache=EmbeddingCache(seg, keep=keep))
+            trained[keep] = {k: v.clone() for k, v in seg.parts.mask_decoder.state_dict().items()}
+            assert seg.n_encoder_calls == (canvases if keep else 2 * canvases)
+    finally:
+        seg.parts.mask_decoder.load_state_dict(start)
+    assert all(torch.equal(trained[True][k], trained[False][k]) for k in start)
+    assert any(not torch.equal(trained[True][k], start[k]) for k in start)
+
+
+@pytest.fixture(scope="module")
 def source(tmp_path_factory):
     from nnunet_dfg.synthetic import write_benchmark
     raw = tmp_path_factory.mktemp("sdg_source") / "raw"
@@ -183,11 +298,12 @@ def test_finetune_changes_only_the_mask_decoder_and_loads_as_sam(source, tmp_pat
     embedding = seg.embed(image)
     base_logits = seg.segment_logits(embedding, box)
     ckpt = tmp_path / "ft.pth"
-    opts = FinetuneOptions(dataset="701", output=ckpt, configuration="none", epochs=4, slices_per_epoch=2,
+    opts = FinetuneOptions(dataset="701", output=ckpt, configuration="none", epochs=4, batch_canvases=1,
                            max_slices=2, seed=0, progress=False, boxes="gt")
     meta = finetune_sam(opts, segmenter=seg)
     print(f"\nfine-tuning loss per epoch: {np.round(meta['loss_per_epoch'], 3).tolist()}")
     assert meta["n_slices"] == 2 and meta["n_slices_available"] > 10 and seg.n_encoder_calls == 1 + 2
+    assert meta["epochs"] == 4 and meta["canvases_per_step"] == 1 and meta["empty_box"] == "none"
     assert np.mean(meta["loss_per_epoch"][-2:]) < np.mean(meta["loss_per_epoch"][:2])
     for name, state in before.items():
         now = getattr(seg.parts, name).state_dict()
@@ -215,7 +331,10 @@ def test_finetune_changes_only_the_mask_decoder_and_loads_as_sam(source, tmp_pat
     with pytest.raises(UserError, match="-c none has no source model"):
         finetune_sam(FinetuneOptions(dataset="701", output=tmp_path / "x.pth", configuration="none"), segmenter=seg)
     for bad, message in ((dict(boxes="pred"), "--boxes must be refined or gt"), (dict(tile="4"), "--tile must be"),
-                         (dict(threshold=1.5), "--threshold")):
+                         (dict(threshold=1.5), "--threshold"), (dict(empty_box="some"), "--empty-box must be"),
+                         (dict(empty_box="full", boxes="gt"), "--empty-box full needs --boxes refined"),
+                         (dict(epochs=0), "--epochs must be >= 1"), (dict(batch_canvases=0), "--batch-canvases"),
+                         (dict(sam_intensity="hist"), "--sam-intensity must be one of")):
         with pytest.raises(UserError, match=message):
             finetune_sam(FinetuneOptions(dataset="701", output=tmp_path / "x.pth", **bad), segmenter=seg)
     assert not (tmp_path / "x.pth").exists()
@@ -267,12 +386,37 @@ def test_finetune_on_refined_boxes_untiled(tiny, tmp_path):
     from nnunet_dfg.sam import load_segmenter
     seg = load_segmenter("litemedsam")
     meta = finetune_sam(FinetuneOptions(dataset="701", output=tmp_path / "ft.pth", model=tiny.model_dir, fold="all",
-                                        disable_tta=True, epochs=2, slices_per_epoch=2, max_slices=2,
-                                        progress=False), segmenter=seg)
+                                        disable_tta=True, epochs=2, max_slices=2, progress=False), segmenter=seg)
     assert meta["boxes"] == "refined" and meta["tile"] == 1 and meta["threshold"] == 0.75
     assert meta["n_slices"] == meta["n_canvases"] == 2 and meta["n_slices_available"] >= 2
-    assert seg.n_encoder_calls == 2 and len(meta["loss_per_epoch"]) == 2
+    assert seg.n_encoder_calls == 2 and len(meta["loss_per_epoch"]) == 2 and meta["canvases_per_step"] == 16
     assert meta["model"].startswith("$nnUNet_results/") and not meta["mirroring"]
+
+
+def test_finetune_with_whole_slice_boxes_and_equalised_slices(tiny, tmp_path):
+    """--empty-box full trains on every slice of the source volumes (a class boxed on some slice of a volume gets
+    the whole slice where it has no box), --sam-intensity equalize on the reference's equalised slices; both
+    recorded in the checkpoint."""
+    from nnunet_dfg.sam import load_segmenter
+    from nnunet_dfg.sam.finetuned import checkpoint_meta
+    seg = load_segmenter("litemedsam")
+    seen = []
+    embed = seg.embed
+    seg.embed = lambda image: seen.append(np.array(image)) or embed(image)
+    base = dict(dataset="701", model=tiny.model_dir, fold="all", disable_tta=True, epochs=1, max_slices=1,
+                progress=False)
+    none = finetune_sam(FinetuneOptions(output=tmp_path / "none.pth", **base), segmenter=seg)
+    full = finetune_sam(FinetuneOptions(output=tmp_path / "full.pth", empty_box="full", sam_intensity="equalize",
+                                        **base), segmenter=seg)
+    assert none["n_whole_slice_boxes_available"] == 0 < full["n_whole_slice_boxes_available"]
+    # the refined boxes are the same; full adds whole-slice ones, and every slice of the source volumes
+    assert full["n_boxes_available"] - full["n_whole_slice_boxes_available"] == none["n_boxes_available"]
+    assert none["n_slices_available"] <= full["n_slices_available"] == 4 * 12  # 4 volumes of 12 slices
+    assert checkpoint_meta(tmp_path / "full.pth")["empty_box"] == "full" and full["sam_intensity"] == "equalize"
+    assert full["sam_modality"] == "equalize" and none["sam_modality"] == "mr"
+    assert len(seen) == 2 and seen[-1].min() == 0.0  # SAM saw 8-bit grey levels, equalised...
+    assert np.allclose(seen[-1] * 255, np.round(seen[-1] * 255), atol=1e-4)
+    assert not np.allclose(seen[0] * 255, np.round(seen[0] * 255), atol=1e-4)  # ...not the window's continuous ones
 
 
 def test_source_prediction_from_the_labelled_preprocessing_equals_predict_case(tiny):
@@ -296,9 +440,9 @@ def test_finetune_tiled_on_refined_boxes_then_sdg_predict_with_it(tiny, tmp_path
     tiled as trained (12 slices -> at most 3 encoder passes)."""
     ckpt = tmp_path / "sdg_decoder.pth"
     meta = finetune_sam(FinetuneOptions(dataset="701", output=ckpt, model=tiny.model_dir, fold="all",
-                                        disable_tta=True, epochs=1, slices_per_epoch=4, tile="2", progress=False))
-    assert meta["configuration"] == "2d" and meta["tile"] == 2 and meta["encoder_calls"] == 1
-    assert meta["n_slices"] / 4 <= meta["n_canvases"] < meta["n_slices"]
+                                        disable_tta=True, epochs=1, max_slices=4, tile="2", progress=False))
+    assert meta["configuration"] == "2d" and meta["tile"] == 2 and meta["canvases_per_step"] == 4
+    assert meta["n_slices"] == 4 and meta["encoder_calls"] == meta["n_canvases"] <= 4  # one pass per canvas
     summary = sdg_predict(_predict(tiny, tmp_path / "pred", sam=str(ckpt), num_parts=3, part_id=0, tile=2))
     assert summary["cases_done"] == ["case_0000"] and 1 <= summary["encoder_calls"] <= 3
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred" / "case_0000.nii.gz")))
@@ -338,20 +482,37 @@ def test_sdg_predict_refuses_a_nan_image_before_writing(tiny, tmp_path):
     assert not (tmp_path / "pred").exists()
 
 
-def test_pipeline_fine_tunes_on_refined_boxes_with_sdg_predicts_tiling(tmp_path):
+@pytest.mark.parametrize("intensity, empty_box", [("auto", "none"), ("equalize", "full")])
+def test_pipeline_fine_tunes_on_refined_boxes_with_sdg_predicts_tiling(tmp_path, intensity, empty_box):
+    """The sdg row is SDG with the decoder fine-tuned at the reference's budget (200 passes over every boxed source
+    slice, 16 per step), trained and predicted with the same tiling, --empty-box and equalisation (a CT window is
+    the target's, so it is not given to the fine-tuning on the source); sdg_no_finetune is the ablation."""
     from nnunet_dfg.pipeline.dfg import DFGPipeline, PipelineConfig
     from nnunet_dfg.pipeline.runner import Runner
 
-    pipeline = DFGPipeline(PipelineConfig(source_id=701, target_id=702, source_fold="all"),
-                           Runner(tmp_path / "work", {}), tmp_path / "raw", tmp_path / "res")
+    cfg = PipelineConfig(source_id=701, target_id=702, source_fold="all", sam_intensity=intensity,
+                         sdg_empty_box=empty_box)
+    pipeline = DFGPipeline(cfg, Runner(tmp_path / "work", {}), tmp_path / "raw", tmp_path / "res")
     steps = {s.name: s for s in pipeline.sdg_steps()}  # built before the source model exists
+    assert list(steps) == ["predict_sdg_no_finetune", "finetune_sam", "predict_sdg"]
     (tmp_path / "res" / "Dataset701_Src").mkdir(parents=True)
     (tmp_path / "raw" / "Dataset702_Tgt").mkdir(parents=True)
-    finetune, predict = steps["finetune_sam"].command(), steps["predict_sdg_finetuned"].command()
-    for cmd in (finetune, predict):
+    finetune, predict = steps["finetune_sam"].command(), steps["predict_sdg"].command()
+    ablation = steps["predict_sdg_no_finetune"].command()
+    for cmd in (finetune, predict, ablation):
         assert cmd[cmd.index("--tile") + 1] == "auto" and cmd[cmd.index("-f") + 1] == "all"
         assert cmd[cmd.index("-m") + 1] == str(pipeline.model(701, "Source")) and "--disable-tta" in cmd
-    assert finetune[finetune.index("--boxes") + 1] == "refined"
+        assert cmd[cmd.index("--empty-box") + 1] == empty_box
+    assert finetune[finetune.index("--boxes") + 1] == "refined" and finetune[finetune.index("--epochs") + 1] == "200"
+    assert "--max-slices" not in finetune and "--batch-canvases" not in finetune
+    assert predict[predict.index("--sam") + 1] == finetune[finetune.index("-o") + 1]
+    assert ablation[ablation.index("--sam") + 1] == "litemedsam"
+    for cmd in (predict, ablation):
+        assert cmd[cmd.index("--sam-intensity") + 1] == intensity
+    assert ("--sam-intensity" in finetune) == (intensity == "equalize")
+    from nnunet_dfg.cli import build_parser
+    for cmd in (finetune, predict, ablation):  # the commands parse
+        assert build_parser().parse_args(cmd[1:]).command == cmd[1]
 
 
 def test_bad_sdg_options_are_one_error_line(tmp_path):
@@ -363,3 +524,30 @@ def test_bad_sdg_options_are_one_error_line(tmp_path):
     assert_one_error_line(cli(["sdg-predict", "-i", str(tmp_path), "-o", str(tmp_path / "out"), "-d", "701",
                                "--tile", "x"], tmp_path), "--tile must be 1, 2 or auto, got x")
     assert not (tmp_path / "ft.pth").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["finetune-sam", "-d", "701", "--empty-box", "half"], "--empty-box must be none or full, got half"),
+    (["finetune-sam", "-d", "701", "--empty-box", "full", "--boxes", "gt"], "--empty-box full needs --boxes refined"),
+    (["finetune-sam", "-d", "701", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["finetune-sam", "-d", "701", "--batch-canvases", "-2"], "--batch-canvases must be >= 1, got -2"),
+    (["finetune-sam", "-d", "701", "--sam-intensity", "hist"], "--sam-intensity must be one of auto, ct, mr, equalize"),
+    (["sdg-predict", "-d", "701", "-i", "IN", "--empty-box", "all"], "--empty-box must be none or full, got all"),
+    (["sdg-predict", "-d", "701", "-i", "IN", "--sam-intensity", "EQ"], "--sam-intensity must be one of"),
+    (["refine", "-d", "702", "--sam-intensity", "histeq"], "--sam-intensity must be one of"),
+])
+def test_bad_values_of_the_new_options_are_one_error_line(tmp_path, monkeypatch, capsys, args, message):
+    """In-process CLI calls: exit status 2, exactly one ``ERROR:`` line on stderr, nothing written."""
+    from cli_env import snapshot
+    from nnunet_dfg import cli
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / name))
+    (tmp_path / "IN").mkdir()
+    out = ["-o", str(tmp_path / ("ft.pth" if args[0] == "finetune-sam" else "out"))] if args[0] != "refine" else []
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    assert cli.main([a.replace("IN", str(tmp_path / "IN")) for a in args] + out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ERROR: ") and message in err[0], err
+    assert snapshot(tmp_path) == before

@@ -45,12 +45,15 @@ class PipelineConfig:
     pseudo_ignore: str = "none"
     sam_intensity: str = "auto"  # refine/sdg-predict --sam-intensity: ct, mr or auto (the target's dataset.json)
     sam_window: Optional[str] = None  # refine/sdg-predict --sam-window LOW,HIGH (HU; default -125,275)
-    sdg: bool = True  # also the SDG rows: source model boxes -> SAM, and with a decoder fine-tuned on the source
-    sdg_finetuned: bool = True  # with sdg: also the row with the mask decoder fine-tuned on the source
+    sdg: bool = True  # also the SDG rows: source model boxes -> SAM with a decoder fine-tuned on the source (sdg)
+    sdg_finetuned: bool = True  # with sdg: the sdg row (finetune-sam, then sdg-predict with its decoder)
+    sdg_no_finetune: bool = True  # with sdg: the ablation row sdg_no_finetune, SAM as shipped
     sdg_tile: str = "auto"  # sdg-predict and finetune-sam --tile: auto = 1 for LiteMedSAM (256 px), 2 for SAM/MedSAM
-    finetune_epochs: int = 3
-    finetune_max_slices: int = 60  # source slices whose embeddings the decoder fine-tuning uses
-    # a finetune-sam checkpoint of this source model to predict the sdg_finetuned row with, instead of training one
+    sdg_empty_box: str = "none"  # sdg-predict and finetune-sam --empty-box (full: the SDG reference's)
+    finetune_epochs: int = 200  # finetune-sam --epochs: passes over the source slices (the reference's 200)
+    finetune_max_slices: Optional[int] = None  # finetune-sam --max-slices: None = every boxed source slice
+    finetune_batch_canvases: Optional[int] = None  # finetune-sam --batch-canvases: None = 16 slices (the reference)
+    # a finetune-sam checkpoint of this source model to predict the sdg row with, instead of training one
     # (the decoder learns from the source only, so one serves every target of that source)
     sdg_checkpoint: Optional[Path] = None
     # nnUNetv2_predict -npp/-nps; None: 0 on the CPU (one process: each worker would import torch for a few small
@@ -188,7 +191,7 @@ class DFGPipeline:
             steps.append(self.evaluate("source_in_domain", validation, source_labels, only_predicted=True,
                                        images=lambda: dataset_folder(self.raw, c.source_id) / "imagesTr"))
         if c.target_labels_ts is not None:
-            sdg = (("sdg", "sdg_finetuned") if c.sdg_finetuned else ("sdg",)) if c.sdg else ()
+            sdg = (("sdg",) * c.sdg_finetuned + ("sdg_no_finetune",) * c.sdg_no_finetune) if c.sdg else ()
             stages = ("source_only", "fa", "self_trained") + sdg \
                 + (("oracle",) if c.oracle and c.target_labels_tr else ())
             for stage in stages:
@@ -235,29 +238,35 @@ class DFGPipeline:
         return ["--sam-intensity", c.sam_intensity] + (["--sam-window", c.sam_window] if c.sam_window else [])
 
     def sdg_steps(self) -> list[Step]:
-        """SDG, no adaptation: the source model's refined boxes prompt SAM on the target test images, first with
-        the segmenter as shipped, then with its mask decoder fine-tuned on the source (SDG trains on the source)."""
+        """SDG, no adaptation: the source model's refined boxes prompt SAM on the target test images, with its mask
+        decoder fine-tuned on the source (the sdg row: SDG trains on the source) and, as an ablation, as shipped
+        (sdg_no_finetune)."""
         c = self.cfg
         checkpoint = self.runner.work / "sam_finetuned_on_source.pth"
+        tta = ["--disable-tta"] if c.disable_tta else []
+        empty_box = ["--empty-box", c.sdg_empty_box]
 
         def predict(stage: str, sam: str) -> Step:
             return Step(f"predict_{stage}", lambda: [
                 "nnunet_dfg", "sdg-predict", "-i", str(self.test_images), "-o", str(self.predictions / stage), "-m",
                 str(self.model(c.source_id, "Source")), "-f", c.source_fold, "--sam", sam, "--tile", str(c.sdg_tile),
-                "-device", c.device, "--no-progress"] + (["--disable-tta"] if c.disable_tta else [])
-                + self.sam_intensity_args)
+                "-device", c.device, "--no-progress"] + tta + empty_box + self.sam_intensity_args)
+        steps = [predict("sdg_no_finetune", c.sam)] if c.sdg_no_finetune else []
         if not c.sdg_finetuned:
-            return [predict("sdg", c.sam)]
+            return steps
         if c.sdg_checkpoint is not None:
-            return [predict("sdg", c.sam), predict("sdg_finetuned", str(c.sdg_checkpoint))]
-        # the source model's refined boxes on its training slices, on the canvases sdg-predict uses
+            return steps + [predict("sdg", str(c.sdg_checkpoint))]
+        # the source model's refined boxes on its training slices, on the canvases sdg-predict uses; SAM is fed the
+        # source as sdg-predict feeds the target: the same equalisation, else the window of the source's modality
+        intensity = ["--sam-intensity", "equalize"] if c.sam_intensity == "equalize" else []
+        budget = ([] if c.finetune_max_slices is None else ["--max-slices", str(c.finetune_max_slices)]) \
+            + ([] if c.finetune_batch_canvases is None else ["--batch-canvases", str(c.finetune_batch_canvases)])
         finetune = Step("finetune_sam", lambda: [
             "nnunet_dfg", "finetune-sam", "-d", str(c.source_id), "-o", str(checkpoint), "-c", c.configuration,
             "-p", c.plans, "--boxes", "refined", "-m", str(self.model(c.source_id, "Source")), "-f",
             c.source_fold, "--tile", str(c.sdg_tile), "--sam", c.sam, "--epochs", str(c.finetune_epochs),
-            "--max-slices", str(c.finetune_max_slices), "-device", c.device, "--no-progress"]
-            + (["--disable-tta"] if c.disable_tta else []))
-        return [predict("sdg", c.sam), finetune, predict("sdg_finetuned", str(checkpoint))]
+            "-device", c.device, "--no-progress"] + budget + tta + empty_box + intensity)
+        return steps + [finetune, predict("sdg", str(checkpoint))]
 
     def write_cpu_plans(self) -> None:
         """nnUNetPlansCPU beside the nnUNetPlans that planning wrote (same preprocessed data, narrower network)."""

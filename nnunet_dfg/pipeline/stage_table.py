@@ -18,8 +18,8 @@ STAGES = {
                            "unreliable voxels (--pseudo-ignore): Dice over the kept voxels, and the kept fraction",
     "self_trained": "after self-training",
     "self_trained_reliable": "after self-training on the reliable pseudo-labels (ignored voxels out of the loss)",
-    "sdg": "SDG: source model boxes -> SAM",
-    "sdg_finetuned": "SDG: source model boxes -> SAM with fine-tuned decoder",
+    "sdg": "SDG: source model boxes -> SAM with its mask decoder fine-tuned on the source",
+    "sdg_no_finetune": "SDG ablation: source model boxes -> SAM as shipped (no fine-tuning)",
     "oracle": "target-supervised oracle, fine-tuned from the source model (reference)",
 }
 

@@ -5,7 +5,7 @@ Pure numpy/scipy, no file I/O; the segmenter is any object with ``embed(image2d)
 """
 from .config import DFGConfig, SDGConfig
 from .postprocess import largest_component_per_class
-from .sdg import BOX_PROMPTS, box_slice_result, class_boxes, plain_box, sdg_box
+from .sdg import BOX_PROMPTS, box_slice_result, class_boxes, plain_box, sdg_box, volume_boxes, whole_slice_box
 from .search import refine_slice
 from .trace import ClassTrace, SliceResult, StepRecord
 
@@ -22,4 +22,6 @@ __all__ = [
     "plain_box",
     "refine_slice",
     "sdg_box",
+    "volume_boxes",
+    "whole_slice_box",
 ]

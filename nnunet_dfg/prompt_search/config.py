@@ -123,6 +123,9 @@ class DFGConfig:
         return self.neighbour_radius * self.neighbour_radius
 
 
+EMPTY_BOXES = ("none", "full")  # SDGConfig.empty_box
+
+
 @dataclass(frozen=True)
 class SDGConfig:
     """SDG refined-box constants (METHOD.md, SDG step 2) plus the plain-box baseline threshold."""
@@ -133,3 +136,11 @@ class SDGConfig:
     score_refined: float = 2.0
     score_unrefined: float = 1.0
     score_background: float = 0.5
+    # where a class's thresholded map is empty on a slice: "none" = no box (the model's argmax is kept), "full" =
+    # the whole slice as its box, as the SDG reference (only for classes boxed somewhere in the volume:
+    # sdg.volume_boxes)
+    empty_box: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.empty_box not in EMPTY_BOXES:
+            raise ValueError(f"empty_box (--empty-box) must be {' or '.join(EMPTY_BOXES)}, got {self.empty_box}")

@@ -22,8 +22,9 @@ def sdg_box(prob2d: np.ndarray, threshold: float = 0.75, downscale: int = 128) -
     (maps already that small are used as they are), thresholded at ``threshold``, reduced to its largest
     8-connected component, and that component's pixel extent is scaled back to inclusive slice coordinates.
 
-    No confident pixel -> None: the reference code then produced a near-full-image box (a bug that prompts SAM
-    with the whole slice); without a box the caller keeps the model's (empty) prediction.
+    No confident pixel -> None. The reference's empty check never fires (its largest "component" is then the
+    whole map), so it prompts with the whole slice there: :func:`volume_boxes` does that with
+    ``SDGConfig.empty_box="full"``; by default the caller keeps the model's argmax for the class.
     """
     prob2d = np.asarray(prob2d, dtype=np.float32)
     height, width = prob2d.shape
@@ -63,6 +64,31 @@ def class_boxes(probs2d: np.ndarray, prompt: str, config: SDGConfig) -> dict[int
         if box is not None:
             boxes[cls] = box
     return boxes
+
+
+def whole_slice_box(shape: tuple[int, int]) -> Box:
+    """The inclusive box of a whole (H, W) slice."""
+    return 0, 0, int(shape[1]) - 1, int(shape[0]) - 1
+
+
+def volume_boxes(probs: np.ndarray, prompt: str, config: SDGConfig,
+                 slices: Sequence[int] | None = None) -> dict[int, dict[int, Box]]:
+    """Slice -> class -> box over a (K, Z, H, W) volume of probabilities (``slices``: only those, default all).
+
+    ``config.empty_box="none"``: :func:`class_boxes` of each slice. ``"full"``: a class that has a box on at least
+    one slice of the volume also gets the whole slice as its box on every slice where it has none (the SDG
+    reference's box where its thresholded map is empty). A class never boxed in the volume gets no box anywhere:
+    the reference is single-class (the prostate is in every volume); a multi-class model's organ it never finds
+    confidently is taken to be outside the volume, as DFG keeps an absent class absent. Note that a whole-slice
+    box carries no class: two classes that both get one on a slice get the same prompt, hence the same mask.
+    """
+    wanted = range(probs.shape[1]) if slices is None else [int(z) for z in slices]
+    if config.empty_box == "none":
+        return {z: class_boxes(probs[:, z], prompt, config) for z in wanted}
+    every = {z: class_boxes(probs[:, z], prompt, config) for z in range(probs.shape[1])}
+    found = sorted(set().union(*every.values())) if every else []
+    whole = whole_slice_box(probs.shape[2:])
+    return {z: {c: every[z].get(c, whole) for c in found} for z in wanted}
 
 
 def box_slice_result(pred: np.ndarray, n_classes: int, prompt: str, boxes: Mapping[int, Box],

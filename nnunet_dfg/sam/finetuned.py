@@ -15,7 +15,8 @@ import torch
 from ..nnunet_io import atomic_path
 from .build import LITEMEDSAM_SPEC, SamParts, build_base_parts, file_sha256, parse_spec
 
-__all__ = ["FORMAT", "is_finetuned_checkpoint", "base_spec", "save_finetuned", "build_finetuned", "build_parts"]
+__all__ = ["FORMAT", "is_finetuned_checkpoint", "base_spec", "checkpoint_meta", "save_finetuned", "build_finetuned",
+           "build_parts"]
 
 FORMAT = "nnunet_dfg.sam_mask_decoder/1"
 
@@ -43,6 +44,15 @@ def base_spec(spec: str) -> str:
     path = Path(str(spec)).expanduser()
     state = _read(path) if path.is_file() else None
     return str(state["base"]) if state is not None else str(spec)
+
+
+def checkpoint_meta(path: Union[str, Path]) -> dict:
+    """The training record ``finetune-sam`` stored with a checkpoint (options, pool, loss per pass), without
+    building its model."""
+    state = _read(Path(path))
+    if state is None:
+        raise ValueError(f"{path} is not a fine-tuned mask-decoder checkpoint")
+    return dict(state["meta"])
 
 
 def base_identity(spec: str, mode: Optional[str]) -> dict:

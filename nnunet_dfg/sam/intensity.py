@@ -5,6 +5,11 @@ an unwindowed CT spans -1000..3000 HU, so per-slice min-max would leave soft tis
 and MedSAM references window the raw image before SAM: CT to a soft-tissue window ([-125, 275] HU), MR to the
 0.5-99.5 percentiles of its non-zero voxels (MedSAM's ``pre_CT_MR.py``). The result lies in [0, 1]; every backend
 then min-max scales each slice to 0..255 as before (``transforms.preprocess_slice``), as the references do.
+
+``equalize`` is the SDG reference's input instead (``utils/prostate_resnet_bbox.py``): every slice on its own
+min-max scaled, rounded to 8 bits, histogram-equalised with torchvision's ``equalize`` (PIL's ``ImageOps.equalize``
+rule, reproduced exactly by :func:`equalize_uint8`; ``skimage.exposure.equalize_hist`` is a different rule) and
+divided by 255. It needs no modality: it is the reference's answer to intensity shift between sites.
 """
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ from typing import Mapping
 import numpy as np
 
 __all__ = ["SAM_INTENSITIES", "DEFAULT_CT_WINDOW", "MR_PERCENTILES", "parse_window", "check_intensity",
-           "modality_from_channel", "resolve_modality", "ct_window", "mr_window", "sam_image"]
+           "modality_from_channel", "resolve_modality", "ct_window", "mr_window", "equalize_uint8",
+           "equalize_slices", "sam_image"]
 
-SAM_INTENSITIES = ("auto", "ct", "mr")
+SAM_INTENSITIES = ("auto", "ct", "mr", "equalize")
 DEFAULT_CT_WINDOW = (-125.0, 275.0)  # HU, the DFG reference's soft-tissue window (level 75, width 400)
 MR_PERCENTILES = (0.5, 99.5)
 
@@ -49,7 +55,8 @@ def modality_from_channel(name: str) -> str:
 
 
 def resolve_modality(intensity: str, dataset_json: Mapping | None) -> str:
-    """``ct``/``mr`` as given, or with ``auto`` from channel 0 of ``dataset_json`` (MR-like without one)."""
+    """``ct``/``mr``/``equalize`` as given, or with ``auto`` from channel 0 of ``dataset_json`` (MR-like without
+    one)."""
     intensity = check_intensity(intensity)
     if intensity != "auto":
         return intensity
@@ -79,11 +86,47 @@ def mr_window(image: np.ndarray, percentiles: tuple[float, float] = MR_PERCENTIL
     return np.clip((arr - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
+def equalize_uint8(slice8: np.ndarray) -> np.ndarray:
+    """256-bin histogram equalisation of one uint8 image, bit for bit torchvision's ``equalize`` of one channel
+    (PIL's rule): step = floor(pixels outside the highest occupied bin / 255); grey g maps to
+    floor((pixels below g + floor(step / 2)) / step), clipped to 255; step 0 (at most one other grey) leaves the
+    image as it is."""
+    slice8 = np.asarray(slice8)
+    if slice8.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {slice8.dtype}")
+    hist = np.bincount(slice8.ravel(), minlength=256).astype(np.int64)
+    step = int(hist[hist != 0][:-1].sum()) // 255
+    if step == 0:
+        return slice8.copy()
+    below = np.concatenate([[0], np.cumsum(hist)[:-1]])
+    lut = np.minimum((below + step // 2) // step, 255).astype(np.uint8)
+    return lut[slice8]
+
+
+def equalize_slices(image: np.ndarray) -> np.ndarray:
+    """The SDG reference's SAM input, per 2D slice (axis 0 of a volume, the axis SAM's slices are cut along; a 2D
+    array is one slice): min-max to [0, 1], ``round(x * 255)`` to uint8, :func:`equalize_uint8`, / 255 -> float32
+    in [0, 1]. Each slice is scaled on its own, so one slice's result does not depend on the others; a constant
+    slice becomes zeros."""
+    arr = np.asarray(image, dtype=np.float32)  # the reference scales in float32 (a torch float tensor)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"equalize needs a 2D slice or a (Z, Y, X) volume, got shape {arr.shape}")
+    planes = arr.reshape((-1,) + arr.shape[-2:])
+    out = np.empty(planes.shape, np.float32)
+    for z, plane in enumerate(planes):
+        low, high = plane.min(), plane.max()
+        unit = (plane - low) / (high - low) if high > low else np.zeros_like(plane)
+        out[z] = equalize_uint8(np.round(unit * 255).astype(np.uint8)) / 255.0
+    return out.reshape(arr.shape)
+
+
 def sam_image(image: np.ndarray, modality: str, window: tuple[float, float] | None = None) -> np.ndarray:
-    """A raw volume (any shape) -> SAM's intensities in [0, 1]: ``ct_window`` (``window`` or the default) for
-    ``ct``, ``mr_window`` for ``mr``."""
+    """A raw volume (any shape; ``equalize``: 2D or (Z, Y, X)) -> SAM's intensities in [0, 1]: ``ct_window``
+    (``window`` or the default) for ``ct``, ``mr_window`` for ``mr``, :func:`equalize_slices` for ``equalize``."""
     if modality == "ct":
         return ct_window(image, window or DEFAULT_CT_WINDOW)
     if modality == "mr":
         return mr_window(image)
-    raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
+    if modality == "equalize":
+        return equalize_slices(image)
+    raise ValueError(f"modality must be 'ct', 'mr' or 'equalize', got {modality!r}")

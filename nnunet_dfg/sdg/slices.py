@@ -1,11 +1,11 @@
 """Training prompts for SDG's mask-decoder fine-tuning (pure): source slices, their boxes, jitter, canvases.
 
 Two box sources. ``refined`` (SDG's step 3, the default): the source model's SDG boxes on its own training
-slices (threshold + largest component, ``prompt_search.class_boxes(..., "sdg")``), i.e. exactly the prompts
-``sdg-predict`` gives SAM; each box's target is that class's ground truth on the slice -- an empty mask where the
-model boxed a class that is not there (the reference trains on such slices too), and a class without a refined
-box is not trained on (inference gives it no box either). ``gt``: tight ground-truth boxes (the reference's
-ablation).
+slices (threshold + largest component, ``prompt_search.volume_boxes(..., "sdg")``), i.e. exactly the prompts
+``sdg-predict`` gives SAM, whole-slice boxes included with ``--empty-box full``; each box's target is that
+class's ground truth on the slice -- an empty mask where the model boxed a class that is not there (the reference
+trains on such slices too), and a class without a box is not trained on (inference gives it no box either).
+``gt``: tight ground-truth boxes (the project's ablation).
 
 Jitter, as the reference's loaders (``np.random.randint(0, 10)`` per side on its 512 px slices): every side of the
 box moves *outward* by its own uniform integer in [0, max_shift], clipped to the slice, drawn anew each time a
@@ -132,9 +132,12 @@ def tile_groups(pool: Sequence[TrainingSlice], n: int = 1) -> list[list[int]]:
     return groups
 
 
-def epoch_order(n_pool: int, n_per_epoch: int, rng: np.random.Generator) -> np.ndarray:
-    """Which pool slices one epoch visits: all of them shuffled when ``n_per_epoch`` covers the pool, else a
-    random subset without repeats."""
-    if n_pool < 1:
+def epoch_batches(n_canvases: int, per_step: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One pass over the canvases: all of them in a fresh random order, in consecutive batches of ``per_step``
+    (the last may be smaller; the reference's loader drops it, but on a small pool that would drop slices)."""
+    if n_canvases < 1:
         raise ValueError("no training slices")
-    return rng.permutation(n_pool)[:max(1, min(n_per_epoch, n_pool))]
+    if per_step < 1:
+        raise ValueError(f"per_step must be >= 1, got {per_step}")
+    order = rng.permutation(n_canvases)
+    return [order[start:start + per_step] for start in range(0, n_canvases, per_step)]

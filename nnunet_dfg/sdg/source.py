@@ -33,15 +33,16 @@ def labelled_cases(raw: Path) -> tuple[dict, dict[str, list[Path]], dict[str, Pa
 def refined_slices(raw: Path, predictor: Any, config: Any, progress: bool = True,
                    sam_image: Callable[[Sequence[Path]], np.ndarray] | None = None) -> tuple[list[TrainingSlice], int]:
     """Every source training slice on which the source model (``volume.predictor.FeaturePredictor``) gives at
-    least one SDG box (``prompt_search.class_boxes(..., "sdg", config)``), on the model's network grid (what
-    ``sdg-predict`` sees), with those boxes and its ground truth; plus the number of slices looked at.
+    least one SDG box (``prompt_search.volume_boxes(..., "sdg", config)``: with ``config.empty_box="full"`` also
+    the whole-slice boxes, so every slice of a volume where some class is boxed), on the model's network grid
+    (what ``sdg-predict`` sees), with those boxes and its ground truth; plus the number of slices looked at.
 
     ``sam_image(files)``, if given, is the (Z, Y, X) volume SAM is fed on that grid (as ``sdg-predict`` feeds
     it); default: the network's preprocessed channel 0.
     """
     from tqdm import tqdm
 
-    from ..prompt_search import class_boxes
+    from ..prompt_search import volume_boxes
 
     dataset, cases, labels = labelled_cases(raw)
     n_model, n_labels = int(predictor.num_classes), len(dataset["labels"]) - ("ignore" in dataset["labels"])
@@ -65,8 +66,7 @@ def refined_slices(raw: Path, predictor: Any, config: Any, progress: bool = True
             raise UserError(f"case {case}: label {label.shape}, image {image.shape} and prediction "
                             f"{pred.probs.shape[1:]} differ in shape on the network grid")
         seen += label.shape[0]
-        for z in range(label.shape[0]):
-            boxes = class_boxes(pred.probs[:, z], "sdg", config)
+        for z, boxes in volume_boxes(pred.probs, "sdg", config).items():
             if boxes:
                 pool.append(TrainingSlice(np.ascontiguousarray(image[z]), label[z].astype(np.int16),
                                           f"{case}/{z}", boxes))

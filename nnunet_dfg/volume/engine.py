@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..prompt_search import BOX_PROMPTS, DFGConfig, SDGConfig, SliceResult, box_slice_result, class_boxes, refine_slice
+from ..prompt_search import BOX_PROMPTS, DFGConfig, SDGConfig, SliceResult, box_slice_result, refine_slice, volume_boxes
 from ..sam.tiling import segment_tiled
 from .result import VolumeResult, default_config
 
@@ -64,7 +64,7 @@ def _box_slices(image: np.ndarray, probs: np.ndarray, label: np.ndarray, segment
                 config: SDGConfig, wanted: list[int], tile: int) -> list[SliceResult]:
     """Every wanted slice's box-prompt result. A canvas's single encoder pass and decoder launch are booked on the
     first slice of its group, so ``VolumeResult.total`` sums stay exact; slices without a box cost nothing."""
-    boxes = {z: class_boxes(probs[:, z], prompt, config) for z in wanted}
+    boxes = volume_boxes(probs, prompt, config, wanted)  # with config.empty_box 'full', whole-slice boxes too
     busy = [z for z in wanted if boxes[z]]
     masks = segment_tiled(segmenter, [image[z] for z in busy],
                           [np.array(list(boxes[z].values()), dtype=np.int64).reshape(-1, 4) for z in busy], tile)
