@@ -28,7 +28,7 @@ import quality_grid  # noqa: E402
 
 EDGES = (1, 30, 60, 100)  # slice pixels of the organ: [1, 30), [30, 60), [60, 100), [100, inf)
 # (better, worse, images): the test-image rows and the pseudo-labels of the target training images
-PAIRS = (("sdg_finetuned", "source_only", "test"), ("sdg", "source_only", "test"),
+PAIRS = (("sdg", "source_only", "test"), ("sdg_no_finetune", "source_only", "test"),
          ("pseudo_dfg_raw", "pseudo_fa", "train"), ("pseudo_dfg_post", "pseudo_fa", "train"))
 PSEUDO = {"pseudo_fa": "dfg_refine/labels_model", "pseudo_dfg_raw": "dfg_refine/labels_raw",
           "pseudo_dfg_post": "labelsTr"}

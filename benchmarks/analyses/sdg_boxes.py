@@ -69,7 +69,7 @@ def run_seed(grid: quality_grid.GridRun, seed: int, out: Path) -> list[dict]:
         probs, _ = predictor.probabilities_on_image_grid([p.target_raw / "imagesTs" / f"{case}_0000.nii.gz"])
         probs = probs.transpose([0, *(1 + a for a in order)])
         truth = read_array(label_file).transpose(order)
-        sdg = read_array(p.predictions / "sdg_finetuned" / label_file.name).transpose(order)
+        sdg = read_array(p.predictions / "sdg" / label_file.name).transpose(order)  # the fine-tuned decoder's
         rows += [dict(r, case=case, seed=seed) for r in slice_rows(probs, truth, sdg, p.labels, SDGConfig())]
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(done, rows)

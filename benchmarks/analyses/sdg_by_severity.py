@@ -5,9 +5,9 @@ Why: at the benchmark's severity (0.7: the liver's contrast inverted) SAM prompt
 boxes is below the source model alone on every organ (BENCHMARKS.md). SDG can only refine what the source model
 finds; this measures whether it helps where the source model still finds the organs. Per seed and severity: the
 grid's generator writes the target (the same patients at another severity), ``nnUNetv2_predict`` with the source
-model gives source_only, ``sdg-predict`` with the shipped segmenter gives sdg and with the grid's decoder
-fine-tuned on that seed's source (``finetune-sam`` learns from the source only, so nothing is retrained) gives
-sdg_finetuned, all scored on the 8 test images; each SDG row's difference to source_only is paired per case and
+model gives source_only, ``sdg-predict`` with the shipped segmenter gives sdg_no_finetune and with the grid's
+decoder fine-tuned on that seed's source (``finetune-sam`` learns from the source only, so nothing is retrained)
+gives sdg, all scored on the 8 test images; each SDG row's difference to source_only is paired per case and
 pooled over the seeds. The grid's own severity is read from the grid, not recomputed.
 
     .venv/bin/python benchmarks/analyses/sdg_by_severity.py -o bench_out [--severities 0.3 0.5] [--seeds 0 1 2]
@@ -29,7 +29,7 @@ from nnunet_dfg.statistics import bootstrap_interval, case_dice, paired_differen
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the runner's modules (quality_grid)
 import quality_grid  # noqa: E402
 
-STAGES = ("source_only", "sdg", "sdg_finetuned")
+STAGES = ("source_only", "sdg_no_finetune", "sdg")
 
 
 def evaluations(grid: quality_grid.GridRun, seed: int, severity: float, out: Path) -> dict:

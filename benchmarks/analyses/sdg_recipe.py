@@ -1,4 +1,4 @@
-"""SDG at the reference's recipe, and its two input options, against the source model on a finished grid.
+"""Does SDG at the reference's recipe, or with its equalised input or whole-slice boxes, beat the source model?
 
 Why (issue 25): every SDG figure of the reference is fine-tuned at its recipe (200 passes over every source slice,
 16 slices per step, canvases reshuffled every pass), and two of its choices the project offers as options: its
