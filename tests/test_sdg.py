@@ -164,8 +164,9 @@ def test_a_batch_of_slices_of_two_sizes_has_one_loss():
         p, t = torch.sigmoid(lg), tg.float()
         return (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
     dices = [soft_dice(small[0], t_small[0]), soft_dice(small[1], t_small[1]), soft_dice(large[0], t_large[0])]
-    bce = (torch.nn.functional.binary_cross_entropy_with_logits(small, t_small.float(), reduction="sum")
-           + torch.nn.functional.binary_cross_entropy_with_logits(large, t_large.float(), reduction="sum")) / (128 + 192)
+    bce_sum = torch.nn.functional.binary_cross_entropy_with_logits
+    bce = (bce_sum(small, t_small.float(), reduction="sum") + bce_sum(large, t_large.float(), reduction="sum")) \
+        / (2 * 8 * 8 + 16 * 12)
     expected = 1 - torch.stack(dices).mean() + bce
     got = dice_bce_batch([small, torch.zeros(0, 8, 8), large], [t_small, torch.zeros(0, 8, 8), t_large])
     assert torch.isclose(got, expected, atol=1e-6)
