@@ -168,16 +168,20 @@ def add_pipeline_parsers(sub) -> None:
     p = sub.add_parser("demo", help="the whole DFG pipeline on the synthetic benchmark, in its own folder")
     p.add_argument("-o", required=True, help="folder for everything (nnUNet_raw/preprocessed/results inside)")
     p.add_argument("-c", default="2d")
-    p.add_argument("--severity", type=float, default=0.7,
-                   help="domain shift (default 0.7: the source model keeps ~0.4 of its ~0.93 Dice; see BENCHMARKS.md)")
+    p.add_argument("--severity", type=float, default=1.0,
+                   help="domain shift (default 1: T2-SPIR-like MRI -> portal-venous CT; between 0 and 1 a blend; "
+                        "see docs/SYNTHETIC_BENCHMARK.md)")
     p.add_argument("--seed", default=str(DEFAULT_SEED), help="seed of the synthetic data and of every training run")
     p.add_argument("-p", default=CPU_PLANS,
                    help=f"plans identifier (default {CPU_PLANS}: nnU-Net's plans with a narrower network, see "
                         "nnunet_dfg/cpu_plans.py; nnUNetPlans: nnU-Net's own)")
     p.add_argument("--n-source", type=int, default=16, help="labelled source images (fold 0 holds out a fifth)")
-    p.add_argument("--n-target", type=int, default=4, help="unlabelled target images (adaptation)")
-    p.add_argument("--n-test", type=int, default=8, help="held-out target test images")
-    p.add_argument("--shape", type=int, nargs=3, default=[12, 64, 64], metavar=("Z", "Y", "X"))
+    p.add_argument("--n-target", type=int, default=4,
+                   help="unlabelled target images (adaptation; the benchmark uses 16, the demo fewer for its budget)")
+    p.add_argument("--n-test", type=int, default=8,
+                   help="held-out target test images (the benchmark uses 16, the demo fewer for its budget)")
+    p.add_argument("--shape", type=int, nargs=3, default=[36, 64, 64], metavar=("Z", "Y", "X"),
+                   help="voxels over the benchmark's fixed field (default: 6 mm slices of 64 px, as the benchmark)")
     p.add_argument("--direction", default="mr2ct",
                    help="mr2ct (default: MRI-like source, CT-like target) or ct2mr (CT-like source, MRI-like target)")
     add_sam_intensity_arguments(p)
