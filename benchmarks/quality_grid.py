@@ -81,6 +81,8 @@ class GridSpec:
     # passes (hours on 2 cores): passes over every boxed source slice, 16 slices a step, canvases reshuffled
     sdg_finetuned: bool = True
     finetune_epochs: int = 20
+    # the reliable chain beside the reference one (issue 26): same search and FA model, the evidence rule's ignore label
+    pseudo_ignore: str = "evidence"
     workers: int = 2  # jobs at once: on 2 cores two 1-thread jobs do ~1.5x the work of one 2-thread job
     memory_counts: tuple[int, ...] = (1, 3)  # cases per refine run in the memory figure
     timings: dict = field(default_factory=dict)
@@ -148,7 +150,8 @@ class GridRun:
                              variant=setting.variant, oracle_variant=setting.oracle_variant, plans=s.plans, seed=seed,
                              target_labels_tr=hidden / "labelsTr", target_labels_ts=hidden / "labelsTs",
                              search_config=setting.search_config, sdg=s.sdg,
-                             sdg_finetuned=s.sdg and s.sdg_finetuned, finetune_epochs=s.finetune_epochs)
+                             sdg_finetuned=s.sdg and s.sdg_finetuned, finetune_epochs=s.finetune_epochs,
+                             pseudo_ignore=s.pseudo_ignore if setting.chain else "none")
         runner = Runner(work or self.chain_work(configuration, seed, severity), env, quiet=True)
         return DFGPipeline(cfg, runner, Path(env["nnUNet_raw"]), Path(env["nnUNet_results"]))
 
