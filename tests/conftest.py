@@ -17,6 +17,13 @@ _PARTS = ("raw/Dataset701_DFGSynthSource", "raw/Dataset702_DFGSynthTarget", "raw
           "pre/Dataset701_DFGSynthSource", "res")
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that needs the trained tiny model is ``slow`` (building it takes minutes), marked or not."""
+    for item in items:
+        if "tiny_model_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_root(tmp_path_factory) -> Path:
     """``NNUNET_DFG_TINY_MODEL`` (a folder built earlier) or a fresh build, once per session (minutes on 2 cores)."""

@@ -131,6 +131,7 @@ def test_grid_job_order_queues_each_chain_after_its_source():
         assert all(order.index(("source", r)) < order.index(("chain", r)) for r in runs)
 
 
+@pytest.mark.slow  # ONNX export and profiled runs of the real decoder
 def test_decoder_profile_of_the_real_decoder_and_its_floor():
     import decoder_profile
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from cli_env import nnunet_env, run
 from PIL import Image
+
+pytestmark = pytest.mark.slow  # the whole demo: minutes
 
 STAGES = {"source_in_domain", "source_only", "fa", "pseudo_fa", "pseudo_box", "pseudo_sdg", "pseudo_dfg_raw",
           "pseudo_dfg_post", "self_trained", "sdg", "sdg_no_finetune", "oracle"}

@@ -13,6 +13,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 
+@pytest.mark.slow  # the GPU script's whole CPU dry run in a subprocess
 def test_gpu_check_cpu_dry_run(tmp_path):
     out = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--tiny", "--repeat", "1",
                           "--boxes", "2", "--markdown", str(tmp_path / "gpu.md"), "-o", str(tmp_path / "gpu.json")],

@@ -9,6 +9,7 @@ import sysconfig
 from pathlib import Path
 
 import _nnunet_dfg_hook
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,6 +49,7 @@ def test_nnunet_finds_picklable_trainers():
         assert pickle.loads(pickle.dumps(cls)) is cls
 
 
+@pytest.mark.slow  # a venv and a pip install
 def test_regular_install_and_uninstall_in_a_fresh_venv(tmp_path):
     """``pip install .`` (a wheel, not editable) ships the hook; uninstalling removes it and nothing else stays."""
     venv = tmp_path / "venv"

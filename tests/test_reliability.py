@@ -185,6 +185,7 @@ def test_each_kept_mask_comes_with_its_box_and_sam_iou(lazy):
     assert dropped and all(t.box is None and t.iou is None for t in dropped)
 
 
+@pytest.mark.slow  # LiteMedSAM in two runtimes
 def test_litemedsam_exposes_its_iou_head_without_changing_masks():
     """SAM's quality estimate: the split decoder's IoU output equals what SAM's own MaskDecoder predicts for the
     single mask, the masks of segment() are unchanged, and the ONNX path gives the same estimate."""

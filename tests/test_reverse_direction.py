@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from cli_env import nnunet_env, run
 from nnunet_dfg.refine.layout import METADATA_KEY
+
+pytestmark = pytest.mark.slow  # a whole pipeline run: minutes
 
 
 def test_ct_source_to_mri_target_pipeline(tmp_path):

@@ -201,6 +201,7 @@ def test_unreadable_or_mismatched_checkpoint_is_value_error(tmp_path):
         load_segmenter(f"vit_b:{wrong}", sha256="1" * 64)
 
 
+@pytest.mark.slow  # a vit_b encoder pass at 1024 px
 def test_registry_checkpoint_random_vit_b(tmp_path_factory):
     """segment_anything path with a random vit_b (no SAM weights here): shapes and mapping only."""
     from segment_anything import sam_model_registry

@@ -42,6 +42,7 @@ def test_jitter_moves_each_side_outward_by_at_most_nine():
         jitter_box(np.zeros((4, 4), bool), rng)
 
 
+@pytest.mark.slow  # LiteMedSAM fine-tuning steps
 def test_finetune_jitter_is_scaled_to_the_slice_side(monkeypatch):
     """The reference jitters 0..9 px per side on 512 px slices; a 64 px slice gets 0..1 px (not a jitter as wide
     as its organs), and the training loop draws each slice's jitter with its own slice's bound."""
@@ -245,6 +246,7 @@ def litemedsam():
     return load_segmenter("litemedsam")
 
 
+@pytest.mark.slow  # LiteMedSAM fine-tuning steps
 @pytest.mark.parametrize("tile, n_slices, canvases", [(1, 2, 2), (2, 5, 2)])
 def test_cached_embeddings_train_the_same_decoder_as_embedding_every_step(litemedsam, tile, n_slices, canvases):
     """The encoder is frozen and the canvases fixed, so embedding each canvas once is exact: after two passes the
@@ -288,6 +290,7 @@ def source(tmp_path_factory):
         yield raw
 
 
+@pytest.mark.slow  # LiteMedSAM fine-tuning steps
 def test_finetune_changes_only_the_mask_decoder_and_loads_as_sam(source, tmp_path):
     from nnunet_dfg.sam import load_segmenter
     seg = load_segmenter("litemedsam")

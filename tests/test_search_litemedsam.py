@@ -3,6 +3,7 @@ LiteMedSAM and a real MR slice: identical masks and traces, fewer decoder calls,
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from nnunet_dfg.prompt_search import DFGConfig, refine_slice
@@ -39,6 +40,7 @@ def _imperfect_prediction(aal: np.ndarray):
     return probs.astype(np.float32), feats.astype(np.float32)
 
 
+@pytest.mark.slow  # the real LiteMedSAM searching slices twice
 def test_fast_search_equals_plain_search_on_litemedsam(segmenter, colin):  # noqa: F811
     t1, aal = colin
     probs, feats = _imperfect_prediction(aal)

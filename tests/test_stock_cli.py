@@ -18,6 +18,8 @@ import torch
 
 from cli_env import nnunet_env, run, tree_hashes
 
+pytestmark = pytest.mark.slow  # trains a source, an FA and a self-training model per configuration: minutes
+
 @pytest.fixture(scope="module", params=["2d", "3d_fullres"])
 def chain(request, tmp_path_factory):
     config = request.param
