@@ -40,24 +40,25 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_source_training_twice_gives_identical_weights_and_another_seed_does_not(tiny):
+def test_source_training_twice_gives_identical_weights(tiny):
     trainer = "nnUNetTrainerDFG_Source_test"
     first = _weights(_train(tiny, "res_a", None), trainer)  # the default seed
     again = _weights(_train(tiny, "res_b", "0"), trainer)
-    other = _weights(_train(tiny, "res_c", "1"), trainer)
     assert _same(first, again)
-    assert not _same(first, other)
     log = next((tiny.root / "res_a").rglob("training_log_*.txt")).read_text()
     assert "seed 0 (nnUNet_dfg_seed)" in log
 
 
-def test_fa_training_twice_gives_identical_weights(tiny):
+def test_fa_training_twice_gives_identical_weights_and_another_seed_does_not(tiny):
+    """The seed reaches training (the source and FA trainers share the seeding mixin; FA's run is the cheaper one:
+    no final validation)."""
     run(["nnunet_dfg", "prepare-target", "-d", "702", "-m", str(tiny.model_dir), "-c", "2d"], tiny.env)
     source = str(tiny.model_dir / "fold_all" / "checkpoint_final.pth")
-    runs = [_weights(_train(tiny, f"res_fa{i}", "3", "-pretrained_weights", source, dataset="702",
+    runs = [_weights(_train(tiny, f"res_fa{i}", seed, "-pretrained_weights", source, dataset="702",
                             trainer="nnUNetTrainerDFG_FA_test"), "nnUNetTrainerDFG_FA_test",
-                     "Dataset702_DFGSynthTarget") for i in (0, 1)]
-    assert _same(*runs)
+                     "Dataset702_DFGSynthTarget") for i, seed in enumerate(("3", "3", "4"))]
+    assert _same(runs[0], runs[1])
+    assert not _same(runs[0], runs[2])
     assert not _same(runs[0], torch.load(source, map_location="cpu", weights_only=False)["network_weights"])
 
 
@@ -77,8 +78,8 @@ def _labels(out: Path) -> dict[str, bytes]:
 
 
 def test_refine_with_litemedsam_is_byte_identical_twice_and_after_sigkill(tiny):
-    def args(out_id: int) -> list[str]:
-        return tiny.refine_args("--out-id", str(out_id), "--search-config", TINY_DFG)
+    def args(out_id: int) -> list[str]:  # 4 slices per case: a LiteMedSAM pass costs seconds, more add nothing
+        return tiny.refine_args("--out-id", str(out_id), "--search-config", TINY_DFG, "--max-slices", "4")
 
     def out(out_id: int) -> Path:
         return tiny.raw / f"Dataset{out_id}_DFGSynthTargetPseudoDFG"
