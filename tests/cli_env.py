@@ -43,8 +43,8 @@ def cli(args: list[str], root: Path, timeout: int = 300, stub_sam: bool = False,
 def cli_main(args: list[str], root: Path, monkeypatch, capsys, **env: str) -> subprocess.CompletedProcess:
     """``cli`` in this process: ``nnunet_dfg.cli.main(args)`` with the same nnU-Net variables, stdout and stderr
     captured, the exit status from its return value or argparse's ``SystemExit``. For checks of argument and input
-    errors, where a subprocess adds seconds of imports and tests nothing more (each command keeps one subprocess
-    check of its real entry point)."""
+    errors, where a subprocess adds seconds of imports and tests nothing more (test_bad_input.py and test_refine.py
+    keep subprocess checks of the real entry point)."""
     from nnunet_dfg.cli import main
     wanted = {k: v for k, v in nnunet_env(root, **env).items() if k.startswith("nnUNet") or k in env}
     for key in [k for k in os.environ if k.startswith("nnUNet") and k not in wanted and k != "nnUNet_extTrainer"]:

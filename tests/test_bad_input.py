@@ -1,6 +1,7 @@
 """Bad input to the package's commands: one ERROR line, exit status 2, nothing written. The checks run
-``nnunet_dfg.cli.main`` in this process (``cli_here``); the first check of each command family also runs the real
-``python -m nnunet_dfg.cli`` in a subprocess, where nothing imported may print before the one line."""
+``nnunet_dfg.cli.main`` in this process (``cli_here``); prepare-target's first check and
+``test_argument_errors_through_the_entry_point`` run the real ``python -m nnunet_dfg.cli`` in a subprocess, where
+nothing imported may print before the one line."""
 from __future__ import annotations
 
 import json
@@ -121,12 +122,18 @@ def test_bad_seed_or_plans_identifier(root, cli_here, args, fragment):
     assert snapshot(root) == before
 
 
-def test_demo_and_pipeline_argument_errors_from_their_entry_point(root):
-    """The same rule through ``python -m nnunet_dfg.cli`` (the demo's and the pipeline's imports print nothing)."""
+@pytest.mark.slow  # four interpreter starts
+def test_argument_errors_through_the_entry_point(root):
+    """The same rule through ``python -m nnunet_dfg.cli``, for the commands whose error path imports the most (a
+    warning printed by an import reaches a user's terminal, not pytest's capture). refine's: test_refine.py."""
     (root / "pre" / "Dataset701_Src").mkdir()
     before = snapshot(root)
     assert_one_error_line(cli(["demo", "-o", f"{root}/demo", "--seed", "zero"], root),
                           "--seed: a seed must be a non-negative integer, got 'zero'")
     assert_one_error_line(cli(["pipeline", "-s", "701", "-t", "702", "-o", f"{root}/work", "-p", "nnUNetPlansTiny"],
                               root), "-p nnUNetPlansTiny: no such plans")
+    assert_one_error_line(cli(["finetune-sam", "-d", "701", "-o", f"{root}/ft.pth", "--tile", "3"], root),
+                          "--tile must be 1, 2 or auto, got 3")
+    assert_one_error_line(cli(["sdg-predict", "-i", str(root), "-o", f"{root}/out", "-d", "701", "--tile", "x"],
+                              root), "--tile must be 1, 2 or auto, got x")
     assert snapshot(root) == before

@@ -101,6 +101,7 @@ def test_same_box_at_two_resolutions_gives_same_mask(segmenter, embedding, half_
     assert dice(half[0] > 0, np.isin(colin[1][::2, ::2], CEREBELLUM)) > 0.7
 
 
+@pytest.mark.slow  # a second LiteMedSAM encoder pass in another runtime
 def test_onnx_runtime_agrees_with_torch(segmenter, embedding, colin, monkeypatch):
     """The CPU default runs exported graphs (OpenVINO encoder, ONNX Runtime decoder); PyTorch on the same weights
     gives the same embedding and masks up to float rounding (a logit of ~0 may flip a pixel)."""
@@ -241,6 +242,7 @@ def test_split_decoder_agrees_with_stock_decoder(segmenter, embedding, colin):
     assert (stock - split).abs().max() < 1e-3 * max(1.0, float(stock.abs().max()))
 
 
+@pytest.mark.slow  # an ONNX export and a second encoder pass
 def test_openvino_encoder_agrees_with_onnx_runtime(segmenter, embedding, colin):
     """The default encoder under OpenVINO in float32 and runtime 'onnx' (ONNX Runtime for both halves): the same
     embedding to rounding, the same masks."""

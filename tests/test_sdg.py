@@ -519,14 +519,14 @@ def test_pipeline_fine_tunes_on_refined_boxes_with_sdg_predicts_tiling(tmp_path,
         assert build_parser().parse_args(cmd[1:]).command == cmd[1]
 
 
-def test_bad_sdg_options_are_one_error_line(tmp_path):
-    from cli_env import assert_one_error_line, cli
-    assert_one_error_line(cli(["finetune-sam", "-d", "701", "-o", str(tmp_path / "ft.pth"), "--boxes", "pred"],
-                              tmp_path), "--boxes must be refined or gt, got pred")
-    assert_one_error_line(cli(["finetune-sam", "-d", "701", "-o", str(tmp_path / "ft.pth"), "--tile", "3"],
-                              tmp_path), "--tile must be 1, 2 or auto, got 3")
-    assert_one_error_line(cli(["sdg-predict", "-i", str(tmp_path), "-o", str(tmp_path / "out"), "-d", "701",
-                               "--tile", "x"], tmp_path), "--tile must be 1, 2 or auto, got x")
+def test_bad_sdg_options_are_one_error_line(tmp_path, cli_here):
+    from cli_env import assert_one_error_line
+    assert_one_error_line(cli_here(["finetune-sam", "-d", "701", "-o", str(tmp_path / "ft.pth"), "--boxes", "pred"],
+                                   tmp_path), "--boxes must be refined or gt, got pred")
+    assert_one_error_line(cli_here(["finetune-sam", "-d", "701", "-o", str(tmp_path / "ft.pth"), "--tile", "3"],
+                                   tmp_path), "--tile must be 1, 2 or auto, got 3")
+    assert_one_error_line(cli_here(["sdg-predict", "-i", str(tmp_path), "-o", str(tmp_path / "out"), "-d", "701",
+                                    "--tile", "x"], tmp_path), "--tile must be 1, 2 or auto, got x")
     assert not (tmp_path / "ft.pth").exists() and not (tmp_path / "out").exists()
 
 

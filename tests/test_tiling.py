@@ -83,6 +83,7 @@ def slices(tmp_path_factory):
     return [image[z].astype(np.float32) for z in zs], [p[1] for p in prompts], [p[2] for p in prompts]
 
 
+@pytest.mark.slow  # five LiteMedSAM encoder passes
 def test_tiled_litemedsam_agrees_with_untiled_at_a_quarter_of_the_encoder_passes(slices):
     from nnunet_dfg.sam import load_segmenter
     images, boxes, truth = slices
@@ -107,6 +108,7 @@ def test_tiled_litemedsam_agrees_with_untiled_at_a_quarter_of_the_encoder_passes
     assert np.mean(gt_tiled) > np.mean(gt_untiled) - 0.15
 
 
+@pytest.mark.slow  # LiteMedSAM on tiled canvases in two code paths
 def test_fine_tuning_canvases_decode_as_inference_does(slices):
     """finetune-sam --tile 2 trains on what sdg-predict --tile 2 decodes: the same canvas, boxes shifted into the
     same tiles, logits cropped back to the same slices (one encoder pass each)."""
