@@ -69,7 +69,6 @@ def soft_dice_loss(label_manager, batch_dice: bool, ddp: bool) -> DC_and_CE_loss
                           dice_class=MemoryEfficientSoftDiceLoss)
 
 
-
 make_variant(nnUNetTrainerDFG_ST, "nnUNetTrainerDFG_ST_test", "Smoke-test length: 2 passes of at most 2 iterations.",
              num_epochs=2, max_iterations_per_pass=2, num_val_iterations_per_epoch=1)
 # CPU: the first 10 of the reference's 100 passes. With x0.8 per pass they hold 89% of the schedule's summed
