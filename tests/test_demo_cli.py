@@ -18,7 +18,7 @@ STAGES = {"source_in_domain", "source_only", "fa", "pseudo_fa", "pseudo_box", "p
 def test_demo_runs_every_stage_and_prints_the_stage_table(tmp_path):
     out = tmp_path / "demo"
     args = ["nnunet_dfg", "demo", "-o", str(out), "--variant", "_test", "--oracle-variant", "_test", "--seed", "3",
-            "--n-source", "5", "--n-target", "2", "--n-test", "2", "--shape", "8", "48", "48"]
+            "--n-source", "5", "--n-target", "2", "--n-test", "2", "--shape", "4", "48", "48"]
     proc = run(args, nnunet_env(tmp_path), timeout=1500)
     table = json.loads((out / "work" / "stage_table.json").read_text())
     assert set(table) == STAGES
