@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # a whole pipeline run: minutes
 def test_ct_source_to_mri_target_pipeline(tmp_path):
     env = nnunet_env(tmp_path)
     run(["nnunet_dfg", "synthetic", "--direction", "ct2mr", "--seed", "2", "--n-source", "5", "--n-target", "2",
-         "--n-test", "1", "--shape", "8", "48", "48"], env)
+         "--n-test", "1", "--shape", "4", "48", "48"], env)
     hidden = tmp_path / "raw/_hidden_labels/Dataset702_DFGSynthTarget"
     work = tmp_path / "work"
     proc = run(["nnunet_dfg", "pipeline", "-s", "701", "-t", "702", "-o", str(work), "--variant", "_test",
