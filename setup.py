@@ -62,7 +62,7 @@ setup(
         "matplotlib",
     ],
     # random-order: opt-in shuffling, pytest -p random_order --random-order
-    extras_require={"test": ["pytest", "pytest-random-order==1.2.0"]},
+    extras_require={"test": ["pytest", "pytest-random-order==1.2.0", "pytest-xdist==3.8.0", "filelock"]},
     entry_points={"console_scripts": ["nnunet_dfg=nnunet_dfg.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth, "editable_wheel": EditableWheelWithPth},
 )

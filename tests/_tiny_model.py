@@ -55,7 +55,8 @@ def build_tiny_model(root: Path) -> TinyModel:
          "--shape", "12", "48", "48"], env)
     run(["nnUNetv2_plan_and_preprocess", "-d", str(SOURCE_ID), "-c", "2d", "-np", "1", "-npfp", "1"],
         {**env, "nnUNet_n_proc_DA": "1"})
-    run(["nnUNetv2_train", str(SOURCE_ID), "2d", "all", "-tr", TRAINER, "-device", "cpu"], env)
+    # one thread: test_determinism compares a retraining (one thread, seed 0 given) with this default-seed model
+    run(["nnUNetv2_train", str(SOURCE_ID), "2d", "all", "-tr", TRAINER, "-device", "cpu"], {**env, "OMP_NUM_THREADS": "1"})
     assert (model.model_dir / "fold_all" / "checkpoint_final.pth").is_file()
     return model
 

@@ -7,11 +7,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 sys.path.insert(0, str(Path(__file__).parent))  # helper modules (cli_env, _tiny_model) import by plain name
 
 from _tiny_model import TinyModel, build_tiny_model  # noqa: E402
 from cli_env import cli_main  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # under -n every worker takes a core: one thread each (torch, OpenVINO and ONNX Runtime follow torch's count),
+    # waiting passively, inherited by every subprocess; spinning thread pools of two workers on 2 cores made steps
+    # several times slower
+    for _key, _value in {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}.items():
+        os.environ.setdefault(_key, _value)
 
 _PARTS = ("raw/Dataset701_DFGSynthSource", "raw/Dataset702_DFGSynthTarget", "raw/_hidden_labels",
           "pre/Dataset701_DFGSynthSource", "res")
@@ -26,11 +34,24 @@ def pytest_collection_modifyitems(items) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model_root(tmp_path_factory) -> Path:
-    """``NNUNET_DFG_TINY_MODEL`` (a folder built earlier) or a fresh build, once per session (minutes on 2 cores)."""
+    """``NNUNET_DFG_TINY_MODEL`` (a folder built earlier) or a fresh build, once per session (minutes on 2 cores).
+
+    Under pytest-xdist (``-n``) every worker is a session of its own; the first to get here builds the model in the
+    folder the workers' temporary folders share, under a file lock, and the others wait for it and reuse it."""
     prebuilt = os.environ.get("NNUNET_DFG_TINY_MODEL")
     if prebuilt:
         return Path(prebuilt)
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model_shared")).root
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build_tiny_model(tmp_path_factory.mktemp("tiny_model_shared")).root
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, one per pytest invocation
+    root = shared / "tiny_model_shared"
+    with FileLock(str(shared / "tiny_model.lock")):
+        if not (root / ".built").is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed in another worker is started over
+            root.mkdir()
+            build_tiny_model(root)
+            (root / ".built").touch()
+    return root
 
 
 def tiny_copy(tmp_path_factory, tiny_model_root: Path, name: str):

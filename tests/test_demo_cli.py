@@ -1,6 +1,12 @@
 """The README's first command, ``nnunet_dfg demo``, end to end through the CLI: every step on nnU-Net's stock
 commands and the real LiteMedSAM, with the shortest trainer variants and tiny volumes (the plumbing, not the
-figures: BENCHMARKS.md has those)."""
+figures: BENCHMARKS.md has those).
+
+It runs the reverse direction (``--direction ct2mr``: CT-like source, MRI-like target), so that one whole run
+also checks what only that direction exercises: prepare-target gives the MRI-like target nnU-Net's z-score instead
+of the CT source's CTNormalization, and refine feeds SAM the MR window. The default direction's chain (MRI source,
+CT target with CTNormalization, SAM's CT window) runs step by step through the stock commands in
+test_stock_cli.py; the demo's steps are the same commands whichever direction the data has."""
 from __future__ import annotations
 
 import json
@@ -8,6 +14,8 @@ import json
 import pytest
 from cli_env import nnunet_env, run
 from PIL import Image
+
+from nnunet_dfg.refine.layout import METADATA_KEY
 
 pytestmark = pytest.mark.slow  # the whole demo: minutes
 
@@ -18,7 +26,7 @@ STAGES = {"source_in_domain", "source_only", "fa", "pseudo_fa", "pseudo_box", "p
 def test_demo_runs_every_stage_and_prints_the_stage_table(tmp_path):
     out = tmp_path / "demo"
     args = ["nnunet_dfg", "demo", "-o", str(out), "--variant", "_test", "--oracle-variant", "_test", "--seed", "3",
-            "--n-source", "5", "--n-target", "2", "--n-test", "2", "--shape", "4", "48", "48"]
+            "--n-source", "5", "--n-target", "2", "--n-test", "2", "--shape", "4", "48", "48", "--direction", "ct2mr"]
     proc = run(args, nnunet_env(tmp_path), timeout=1500)
     table = json.loads((out / "work" / "stage_table.json").read_text())
     assert set(table) == STAGES
@@ -43,11 +51,18 @@ def test_demo_runs_every_stage_and_prints_the_stage_table(tmp_path):
                                                                                    "case_0003.nii.gz"], stage
     plans = out / "nnUNet_preprocessed" / "Dataset701_DFGSynthSource" / "nnUNetPlansCPU.json"
     assert json.loads(plans.read_text())["plans_name"] == "nnUNetPlansCPU"
-    # the CT-like target of the MRI-like source gets CTNormalization (prepare-target; the reverse direction:
-    # test_reverse_direction.py)
+    # the MRI-like target of the CT-like source gets nnU-Net's z-score (prepare-target), the FA model trains on it
     target_plans = json.loads((out / "nnUNet_preprocessed/Dataset702_DFGSynthTarget/nnUNetPlansCPU.json").read_text())
-    assert json.loads(plans.read_text())["configurations"]["2d"]["normalization_schemes"] == ["ZScoreNormalization"]
-    assert target_plans["configurations"]["2d"]["normalization_schemes"] == ["CTNormalization"]
+    assert json.loads(plans.read_text())["configurations"]["2d"]["normalization_schemes"] == ["CTNormalization"]
+    assert target_plans["configurations"]["2d"]["normalization_schemes"] == ["ZScoreNormalization"]
+    prepared = json.loads((out / "nnUNet_preprocessed/Dataset702_DFGSynthTarget/dataset.json").read_text())
+    assert prepared["channel_names"] == {"0": "MRI"}
+    assert prepared["dfg_target_normalization"]["0"]["target"] == "ZScoreNormalization"
+    fa = out / "nnUNet_results/Dataset702_DFGSynthTarget/nnUNetTrainerDFG_FA_test__nnUNetPlansCPU__2d/plans.json"
+    assert json.loads(fa.read_text())["configurations"]["2d"]["normalization_schemes"] == ["ZScoreNormalization"]
+    # refine fed SAM the MR window
+    pseudo = json.loads((out / "nnUNet_raw/Dataset802_DFGSynthTargetPseudoDFG/dataset.json").read_text())
+    assert pseudo["channel_names"] == {"0": "MRI"} and pseudo[METADATA_KEY]["sam_modality"] == "mr"
     source = out / "nnUNet_results" / "Dataset701_DFGSynthSource" / "nnUNetTrainerDFG_Source_test__nnUNetPlansCPU__2d"
     assert "seed 3 (nnUNet_dfg_seed)" in next((source / "fold_0").glob("training_log_*.txt")).read_text()
     again = run(args, nnunet_env(tmp_path), timeout=300)  # resumes: nothing to do

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +153,24 @@ def test_pipeline_and_demo_flags_skip_the_sdg_rows(tmp_path, monkeypatch, subcom
             finetune = next(s for s in DFGPipeline(cfg, Runner(tmp_path / "work", {}), tmp_path, tmp_path).steps()
                             if s.name == "finetune_sam").command()
             assert finetune[finetune.index("--epochs") + 1] == "2" and "--batch-canvases" in finetune
+
+
+def test_pipeline_command_passes_its_options_to_the_chain(tmp_path, monkeypatch):
+    """The README's `pipeline` flags reach the chain's configuration (the whole chain runs in test_demo_cli.py
+    through `demo`, which shares this runner, and step by step through the stock commands in test_stock_cli.py)."""
+    from nnunet_dfg import cli
+    from nnunet_dfg.pipeline import command
+
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    configs = []
+    monkeypatch.setattr(command, "_run", lambda cfg, *a, **k: configs.append(cfg))
+    assert cli.main(["pipeline", "-s", "701", "-t", "702", "-o", str(tmp_path / "w"), "--variant", "_test",
+                     "-p", "nnUNetPlansCPU", "--no-oracle", "--search-config", '{"max_growth": 2.0}',
+                     "--target-labels-tr", str(tmp_path / "ltr"), "--target-labels-ts", str(tmp_path / "lts"),
+                     "--seed", "7", "-c", "3d_fullres"]) == 0
+    cfg, = configs
+    assert (cfg.source_id, cfg.target_id, cfg.configuration, cfg.variant, cfg.plans, cfg.seed) == \
+        (701, 702, "3d_fullres", "_test", "nnUNetPlansCPU", 7)
+    assert not cfg.oracle and cfg.search_config == '{"max_growth": 2.0}'
+    assert Path(cfg.target_labels_tr) == tmp_path / "ltr" and Path(cfg.target_labels_ts) == tmp_path / "lts"
