@@ -1,7 +1,7 @@
 """The README and docs/USAGE.md against the code, in one process: every ``nnunet_dfg`` command they show parses with
 the real argument parser, every sub-command answers ``--help``, USAGE's option tables list exactly the parser's
 options with its defaults, every stage key is described, and every local link points at a file. (What the
-commands do is tested where they run: tests/test_demo_cli.py, test_stock_cli.py, test_reverse_direction.py.)"""
+commands do is tested where they run: tests/test_demo_cli.py, test_stock_cli.py.)"""
 from __future__ import annotations
 
 import argparse
