@@ -555,3 +555,14 @@ def test_bad_values_of_the_new_options_are_one_error_line(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ERROR: ") and message in err[0], err
     assert snapshot(tmp_path) == before
+
+
+def test_finetune_mismatches_name_every_setting_the_decoder_was_not_trained_with():
+    from nnunet_dfg.sdg.command import finetune_mismatches
+    meta = {"empty_box": "full", "sam_intensity": "equalize", "tile": 1, "epochs": 200}
+    same = {"empty_box": "full", "sam_intensity": "equalize", "tile": 1}
+    assert finetune_mismatches(meta, same) == []
+    differ = finetune_mismatches(meta, {"empty_box": "none", "sam_intensity": "auto", "tile": 1})
+    assert differ == ["empty_box 'full' when fine-tuned, 'none' here",
+                      "sam_intensity 'equalize' when fine-tuned, 'auto' here"]
+    assert finetune_mismatches({}, same) == []  # a checkpoint from before these settings were recorded

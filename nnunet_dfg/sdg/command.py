@@ -9,6 +9,7 @@ post-processing: SDG has none. Resumable (finished cases are skipped) and sharda
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,24 @@ def _settings(opts: PredictOptions, model: Path) -> dict:
             "merge": "refined 2 / model 1 / background 0.5"}
 
 
+def finetune_mismatches(meta: dict, used: dict) -> list[str]:
+    """The settings in ``used`` that differ from those a fine-tuned decoder's checkpoint ``meta`` records: a decoder
+    trained on whole-slice boxes, equalised slices or 2x2 canvases answers other prompts and inputs than it learnt.
+    A deliberate ablation may want exactly that, so the command warns and goes on."""
+    return [f"{key} {meta[key]!r} when fine-tuned, {value!r} here" for key, value in used.items()
+            if key in meta and meta[key] != value]
+
+
+def _warn_finetune_mismatch(opts: PredictOptions) -> None:
+    from ..sam.finetuned import checkpoint_meta, is_finetuned_checkpoint
+    if not is_finetuned_checkpoint(opts.sam):
+        return
+    used = {"empty_box": opts.empty_box, "sam_intensity": opts.sam_intensity, "tile": opts.tile}
+    differ = finetune_mismatches(checkpoint_meta(opts.sam), used)
+    if differ:
+        print(f"warning: --sam {opts.sam}: " + "; ".join(differ), file=sys.stderr)
+
+
 def _check_settings(out: Path, settings: dict) -> None:
     existing = out / SETTINGS_FILE
     if existing.is_file():
@@ -83,6 +102,7 @@ def sdg_predict(opts: PredictOptions, segmenter: Any = None) -> dict:
     if not 0.0 < opts.threshold < 1.0:
         raise UserError(f"--threshold must lie strictly between 0 and 1, got {opts.threshold}")
     check_empty_box(opts.empty_box)
+    _warn_finetune_mismatch(opts)
     model = opts.resolve_model()
     model_dataset = read_json(model / "dataset.json")
     ending = model_dataset["file_ending"]
