@@ -150,3 +150,21 @@ def test_the_pipeline_draws_its_evaluated_stages_beside_the_table(tmp_path, caps
         assert png.format == "PNG"
     (rows,) = [_rows(pipeline.stage_sources(), ".nii.gz")]
     assert [r.stages for r in rows] == [["fa"]]  # source_only and self_trained have no predictions: left out
+
+
+def test_an_ignore_label_is_named_from_the_dataset_json_beside_its_labels(tmp_path):
+    """The reliable pseudo-label set marks unreliable pixels with nnU-Net's ignore label, a value the target's own
+    labels do not have: its legend entry comes from the pseudo-label dataset's dataset.json."""
+    from nnunet_dfg.pipeline.stage_figure import _label_names
+
+    pseudo = tmp_path / "Dataset902_TPseudoReliable"
+    (pseudo / "labelsTr").mkdir(parents=True)
+    (pseudo / "dataset.json").write_text(json.dumps({"labels": {**LABELS, "ignore": 5}}))
+    predicted = tmp_path / "predictions/fa"
+    predicted.mkdir(parents=True)
+    (predicted / "dataset.json").write_text(json.dumps({"labels": LABELS}))
+    sources = {"pseudo_dfg_reliable": StageFiles(pseudo / "labelsTr", tmp_path, tmp_path),
+               "fa": StageFiles(predicted, tmp_path, tmp_path),
+               "oracle": StageFiles(tmp_path / "nowhere", tmp_path, tmp_path)}
+    names = _label_names(sources)
+    assert names[5] == "ignore" and names[1] == next(k for k, v in LABELS.items() if v == 1) and 0 not in names

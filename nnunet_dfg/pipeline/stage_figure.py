@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..nnunet_io import atomic_path
+from ..nnunet_io import atomic_path, read_json
 from ..statistics import bootstrap_interval, case_dice
 from .stage_table import STAGES
 
@@ -157,9 +157,24 @@ def render_stage_figure(intervals: dict[str, tuple[float, float, float]], rows: 
 def write_stage_figure(path: Path, evaluations: dict[str, dict], sources: dict[str, StageFiles],
                        labels: Optional[dict[str, int]] = None, file_ending: str = ".nii.gz") -> Path:
     """Renders the figure from the evaluations (``eval/*.json``) and the stages' files, written atomically."""
-    names = {int(v): k for k, v in (labels or {}).items() if int(v) != 0}
+    names = _label_names(sources)
+    names.update({int(v): k for k, v in (labels or {}).items() if int(v) != 0})
     png = render_stage_figure(stage_intervals(evaluations), _rows(sources, file_ending), names)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(path), suffix=".png") as tmp:
         tmp.write_bytes(png)
     return Path(path)
+
+
+def _label_names(sources: dict[str, StageFiles]) -> dict[int, str]:
+    """Label names from the dataset.json beside each stage's labels (nnUNetv2_predict writes one into its output
+    folder; a pseudo-label dataset has one above labelsTr), so that a reliable pseudo-label set's ``ignore`` value
+    is named as such."""
+    names: dict[int, str] = {}
+    for files in sources.values():
+        for folder in (Path(files.predictions), Path(files.predictions).parent):
+            if (folder / "dataset.json").is_file():
+                labels = read_json(folder / "dataset.json").get("labels", {})
+                names.update({v: k for k, v in labels.items() if isinstance(v, int) and v != 0})
+                break
+    return names
