@@ -31,10 +31,10 @@ from nnunet_dfg.synthetic import DEFAULT_SPACING, make_case, write_nifti
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the runner's modules (quality_grid)
 import quality_grid  # noqa: E402
 
-ROWS = ("source_only", "sdg_network", "sdg_image", "sdg_finetuned_network", "sdg_finetuned_image")
-PAIRS = (("sdg_image", "sdg_network"), ("sdg_finetuned_image", "sdg_finetuned_network"),
-         ("sdg_image", "source_only"), ("sdg_finetuned_image", "source_only"),
-         ("sdg_finetuned_network", "source_only"))
+ROWS = ("source_only", "sdg_no_finetune_network", "sdg_no_finetune_image", "sdg_network", "sdg_image")
+PAIRS = (("sdg_no_finetune_image", "sdg_no_finetune_network"), ("sdg_image", "sdg_network"),
+         ("sdg_no_finetune_image", "source_only"), ("sdg_image", "source_only"),
+         ("sdg_network", "source_only"))
 
 
 def fine_patients(spec: quality_grid.GridSpec, seed: int, factor: int, domain: str = "target"):
@@ -94,8 +94,8 @@ def run_seed(grid: quality_grid.GridRun, seed: int, factor: int, out: Path) -> d
     check_same_patients(p, grid.spec, seed)
     c = p.cfg
     predictor = FeaturePredictor(p.model(c.source_id, "Source"), c.source_fold)
-    segmenters = {"sdg": load_segmenter(c.sam),
-                  "sdg_finetuned": load_segmenter(str(grid.chain_work("2d", seed, grid.spec.severities[0])
+    segmenters = {"sdg_no_finetune": load_segmenter(c.sam),
+                  "sdg": load_segmenter(str(grid.chain_work("2d", seed, grid.spec.severities[0])
                                                       / "sam_finetuned_on_source.pth"))}
     modality = resolve_modality(c.sam_intensity, read_json(p.target_raw / "dataset.json"))
     folder = out / f"seed{seed}_factor{factor}"
