@@ -164,14 +164,17 @@ class GridRun:
         steps += [s for s in p.steps() if s.name in SOURCE_STEPS]
         self._run(p.runner, steps, f"{configuration} seed {seed}: source")
 
-    def chain_job(self, configuration: str, seed: int, severity: float, source: Future) -> None:
-        source.result()  # the chain starts from this pair's source model
+    def chain_job(self, configuration: str, seed: int, severity: float, branch: str, waits: list[Future]) -> None:
+        """One branch of a chain (``chain_branches``) once the jobs it needs (``waits``) are done."""
+        for job in waits:
+            job.result()
         p = self.pipeline(configuration, seed, severity)
         steps = [s for s in p.steps() if s.name not in SOURCE_STEPS]
         if not self.spec.settings[configuration].chain:
             steps = [s for s in steps if s.name in REFERENCE_STEPS]
         steps.append(Step("commit", action=lambda: record_commit(p.runner.work / "commit.txt")))
-        self._run(p.runner, steps, f"{configuration} seed {seed} severity {severity:g}")
+        self._run(p.runner, chain_branches(steps)[branch], f"{configuration} seed {seed} severity {severity:g}: "
+                                                          f"{branch}")
 
     def _run(self, runner: Runner, steps: list[Step], label: str) -> None:
         started = time.time()
@@ -189,7 +192,10 @@ class GridRun:
                     sources[c, seed] = pool.submit(self.source_job, c, seed)
                     futures.append(sources[c, seed])
                 else:
-                    futures += [pool.submit(self.chain_job, c, seed, sev, sources[c, seed]) for sev in s.severities]
+                    for sev in s.severities:  # the branches beside one another, then the evaluations
+                        branches = [pool.submit(self.chain_job, c, seed, sev, b, [sources[c, seed]])
+                                    for b in BRANCHES]
+                        futures += branches + [pool.submit(self.chain_job, c, seed, sev, "evaluate", branches)]
             for f in futures:
                 f.result()
         return self.results()
@@ -211,6 +217,23 @@ class GridRun:
                                 "evaluations": {f.stem: read_json(f) for f in sorted((work / "eval").glob("*.json"))},
                                 "search": search_statistics(p.raw, p.cfg.pseudo_id("dfg")) if chain else {}})
         return records
+
+
+# A chain's steps after its source model, in branches that need only that model (run beside one another, so one
+# seed keeps both workers busy), then the evaluations. "dfg" is the rest: FA, the search, self-training.
+SIDE_BRANCHES = {"sdg": ("predict_sdg_no_finetune", "finetune_sam", "predict_sdg"),
+                 "oracle": ("oracle_dataset", "prepare_oracle", "train_oracle", "predict_oracle")}
+BRANCHES = ("dfg", *SIDE_BRANCHES)
+
+
+def chain_branches(steps: list[Step]) -> dict[str, list[Step]]:
+    """Branch name -> its steps in the chain's order; "evaluate" takes every ``evaluate_*`` step and the commit."""
+    side = {name: branch for branch, names in SIDE_BRANCHES.items() for name in names}
+    out: dict[str, list[Step]] = {b: [] for b in (*BRANCHES, "evaluate")}
+    for step in steps:
+        last = step.name.startswith("evaluate_") or step.name == "commit"
+        out["evaluate" if last else side.get(step.name, "dfg")].append(step)
+    return out
 
 
 def job_order(runs: list[tuple[str, int]], workers: int) -> list[tuple[str, tuple[str, int]]]:

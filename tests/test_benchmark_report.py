@@ -131,6 +131,50 @@ def test_grid_job_order_queues_each_chain_after_its_source():
         assert all(order.index(("source", r)) < order.index(("chain", r)) for r in runs)
 
 
+def test_chain_branches_split_a_real_chain_and_the_grid_runs_them_in_order(tmp_path, monkeypatch):
+    """Every step of a 2d chain lands in exactly one branch, in the chain's order; the side branches hold only steps
+    that need the source model alone; and a 2-worker grid runs each seed's evaluations after all its branches."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import quality_grid
+    from nnunet_dfg.pipeline.runner import Step
+
+    grid = quality_grid.GridRun(quality_grid.GridSpec(), tmp_path)
+    steps = [s for s in grid.pipeline("2d", 0, 1.0).steps() if s.name not in quality_grid.SOURCE_STEPS]
+    steps.append(Step("commit", action=lambda: None))
+    branches = quality_grid.chain_branches(steps)
+    names = [s.name for b in branches.values() for s in b]
+    assert sorted(names) == sorted(s.name for s in steps) and len(names) == len(set(names))
+    for branch in branches.values():
+        assert [s.name for s in branch] == [s.name for s in steps if s in branch]
+    assert [s.name for s in branches["sdg"]] == ["predict_sdg_no_finetune", "finetune_sam", "predict_sdg"]
+    assert [s.name for s in branches["oracle"]] == ["oracle_dataset", "prepare_oracle", "train_oracle",
+                                                    "predict_oracle"]
+    assert {"train_fa", "refine", "train_self_training_reliable"} <= {s.name for s in branches["dfg"]}
+    assert all(s.name.startswith("evaluate_") for s in branches["evaluate"][:-1])
+    assert branches["evaluate"][-1].name == "commit"
+
+    spec = quality_grid.GridSpec(settings={"2d": quality_grid.ConfigSetting(
+        (4, 8, 8), "_test", "_test", "{}", (0, 1, 2))}, workers=2)
+    run = quality_grid.GridRun(spec, tmp_path)
+    done, lock = [], threading.Lock()
+
+    def record(runner, steps, label):
+        time.sleep(0.02)
+        with lock:
+            done.append(label)
+    monkeypatch.setattr(run, "_run", record)
+    monkeypatch.setattr(run, "pipeline", lambda *a, **k: SimpleNamespace(
+        steps=lambda: steps, runner=SimpleNamespace(work=tmp_path, env={"nnUNet_raw": str(tmp_path)})))
+    monkeypatch.setattr(run, "results", lambda: [])
+    run.run()
+    for seed in (0, 1, 2):
+        mine = [d for d in done if f"seed {seed}" in d]
+        assert len(mine) == 5 and mine[0].endswith("source") and mine[-1].endswith("evaluate"), mine
+
+
 @pytest.mark.slow  # ONNX export and profiled runs of the real decoder
 def test_decoder_profile_of_the_real_decoder_and_its_floor():
     import decoder_profile
