@@ -2,11 +2,12 @@
 
 Why seeds: one run is one draw of the data and of training, so every goal in BENCHMARKS.md is a paired difference
 pooled over the cases of several seeds (``nnunet_dfg.statistics``); a seed fixes both the synthetic data and every
-training run (``nnUNet_dfg_seed``), so a run is repeatable. The budget goes to depth, not breadth: converged models
-on the narrower ``nnUNetPlansCPU`` network, 8 test volumes, three seeds in 2d and one in 3d_fullres, one severity.
-The source model depends only on the configuration and the seed, so every severity's chain (FA -> refine -> ST,
-oracle) starts from it. Jobs run in a small thread pool of subprocesses (the pipeline's own resumable steps), so
-a killed benchmark resumes where it stopped.
+training run (``nnUNet_dfg_seed``), so a run is repeatable. Development seeds are where choices are made,
+confirmation seeds are run once at a frozen commit (``DEVELOPMENT_SEEDS``, ``CONFIRMATION_SEEDS``). Each seed has 16
+source, 16 adaptation and 16 test volumes on the narrower ``nnUNetPlansCPU`` network. The source model depends only
+on the configuration and the seed, so every severity's chain starts from it, and a chain's branches that need only
+that model (SDG, the oracle) run beside its DFG steps. Jobs run in a small thread pool of subprocesses (the
+pipeline's own resumable steps), so a killed benchmark resumes where it stopped.
 """
 from __future__ import annotations
 
