@@ -25,11 +25,20 @@ _PARTS = ("raw/Dataset701_DFGSynthSource", "raw/Dataset702_DFGSynthTarget", "raw
           "pre/Dataset701_DFGSynthSource", "res")
 
 
+# The files that take the longest (docs/TESTING.md), longest first: under -n they start first, so that no worker
+# is left with a 10-minute file while the other has finished.
+LONGEST_FIRST = ("test_demo_cli.py", "test_stock_cli.py", "test_determinism.py", "test_sdg.py", "test_refine.py",
+                 "test_sam.py", "test_robustness_runs.py")
+
+
 def pytest_collection_modifyitems(items) -> None:
-    """Every test that needs the trained tiny model is ``slow`` (building it takes minutes), marked or not."""
+    """Every test that needs the trained tiny model is ``slow`` (building it takes minutes), marked or not; the
+    longest files run first (a stable sort: the order within a file and among the rest is kept)."""
     for item in items:
         if "tiny_model_root" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="session")

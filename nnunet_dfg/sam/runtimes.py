@@ -3,27 +3,32 @@
 Measured here on 2 CPU cores with LiteMedSAM: the TinyViT encoder takes ~3x less time under ONNX Runtime than
 under PyTorch (ORT folds the batch norms into the convolutions and fuses the window-attention reshapes that eager
 PyTorch runs as separate copies) and another ~1.2-1.4x less under OpenVINO; the mask decoder ~1.2x less under
-ONNX Runtime. The graphs are exported in memory from the loaded modules at first use (a few seconds; nothing is
-written or downloaded), so a fine-tuned decoder is exported with its own weights. Outputs agree with PyTorch to
-~1e-5 (float rounding), so a mask can differ at a pixel whose logit is ~0; within one runtime every result is
-deterministic.
+ONNX Runtime. The graphs are exported in memory from the loaded modules at first use, so a fine-tuned decoder is
+exported with its own weights. The encoder's export (~9 s of one core for LiteMedSAM, every command start) is kept
+in a cache folder keyed by a hash of the module's structure and weights (``encoder_onnx``; nothing is downloaded).
+Outputs agree with PyTorch to ~1e-5 (float rounding), so a mask can differ at a pixel whose logit is ~0; within one
+runtime every result is deterministic.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["RUNTIMES", "OnnxDecoder", "OnnxEncoder", "OpenVinoEncoder", "export_box_side", "export_onnx",
-           "resolve_runtime"]
+__all__ = ["RUNTIMES", "OnnxDecoder", "OnnxEncoder", "OpenVinoEncoder", "cache_folder", "encoder_onnx",
+           "export_box_side", "export_onnx", "resolve_runtime"]
 
 RUNTIMES = ("auto", "torch", "onnx", "openvino")  # openvino: encoder under OpenVINO, decoder under ORT
 RUNTIME_ENV = "NNUNET_DFG_SAM_RUNTIME"
+CACHE_ENV = "NNUNET_DFG_CACHE"  # folder of exported encoder graphs; "off" disables the cache
 PREPARED = ("keys", "k0", "v0", "q0")  # DecoderImageSide's outputs, in order
 
 
@@ -66,6 +71,47 @@ def export_onnx(module: nn.Module, args: tuple, inputs: Sequence[str], outputs: 
     return buffer.getvalue()
 
 
+def cache_folder() -> Path | None:
+    """``$NNUNET_DFG_CACHE``, else ``$XDG_CACHE_HOME/nnunet_dfg`` (``~/.cache/nnunet_dfg``); None when set to off."""
+    setting = os.environ.get(CACHE_ENV, "")
+    if setting.lower() == "off":
+        return None
+    if setting:
+        return Path(setting)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nnunet_dfg"
+
+
+def graph_key(module: nn.Module, example: torch.Tensor) -> str:
+    """A hash of everything the exported graph depends on: torch's version, the module's structure (its repr),
+    every parameter and buffer, and the example input's shape and type."""
+    digest = hashlib.sha256(f"{torch.__version__}|{module!r}|{tuple(example.shape)}|{example.dtype}".encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def encoder_onnx(image_encoder: nn.Module, example: torch.Tensor) -> bytes:
+    """The encoder's ONNX graph, from the cache (``cache_folder``) when an identical module was exported before;
+    a new export is stored there atomically (an unwritable folder only costs the next run the export again)."""
+    folder = cache_folder()
+    path = folder / f"encoder_{graph_key(image_encoder, example)}.onnx" if folder is not None else None
+    if path is not None and path.is_file():
+        return path.read_bytes()
+    graph = export_onnx(image_encoder.eval(), (example,), ["image"], ["embedding"])
+    if path is not None:
+        tmp = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as tmp:
+                tmp.write(graph)
+            os.replace(tmp.name, path)
+        except OSError:
+            if tmp is not None:
+                Path(tmp.name).unlink(missing_ok=True)
+    return graph
+
+
 def export_box_side(box_side: nn.Module, prepared: Sequence[torch.Tensor], boxes: torch.Tensor) -> bytes:
     """The split decoder's per-box side (``split_decoder.DecoderBoxSide``) with any number of boxes: the graph
     :class:`OnnxDecoder` runs for every call; a second output ``iou`` when the box side has ``with_iou``."""
@@ -87,7 +133,7 @@ class OnnxEncoder:
     """``image_encoder`` as an ONNX Runtime session; input shape fixed by the model's frame."""
 
     def __init__(self, image_encoder: nn.Module, example: torch.Tensor) -> None:
-        self.session = _session(export_onnx(image_encoder.eval(), (example,), ["image"], ["embedding"]))
+        self.session = _session(encoder_onnx(image_encoder, example))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {"image": x.detach().cpu().numpy()})[0]
@@ -107,7 +153,7 @@ class OpenVinoEncoder:
         import openvino as ov
 
         core = ov.Core()
-        model = core.read_model(export_onnx(image_encoder.eval(), (example,), ["image"], ["embedding"]), b"")
+        model = core.read_model(encoder_onnx(image_encoder, example), b"")
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
                                                           "INFERENCE_PRECISION_HINT": "f32"})
 
