@@ -57,9 +57,9 @@ CONFIRMATION_SEEDS = (100, 101, 102, 103, 104)
 # 3d_fullres source model with its oracle (no adaptation chain: a 3D step with its augmentation costs several 2D
 # steps on the CPU).
 SHAPE = (36, 64, 64)
-DEFAULT_SETTINGS = {"2d": ConfigSetting(SHAPE, "_demo", "_demoFinetune", DEMO_SEARCH_CONFIG, DEVELOPMENT_SEEDS)}
+DEFAULT_SETTINGS = {"2d": ConfigSetting(SHAPE, "_bench", "_demoFinetune", DEMO_SEARCH_CONFIG, DEVELOPMENT_SEEDS)}
 OPTIONAL_SETTINGS = {
-    "2d_128": ConfigSetting((36, 128, 128), "_demo", "_demoFinetune", DEMO_SEARCH_CONFIG, (0,), configuration="2d"),
+    "2d_128": ConfigSetting((36, 128, 128), "_bench", "_demoFinetune", DEMO_SEARCH_CONFIG, (0,), configuration="2d"),
     "3d_fullres": ConfigSetting(SHAPE, "_bench3d", "_bench3dFinetune", DEMO_SEARCH_CONFIG, (0,), chain=False),
 }
 ALL_SETTINGS = {**DEFAULT_SETTINGS, **OPTIONAL_SETTINGS}
