@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +21,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from ..nnunet_io import atomic_path
 
 __all__ = ["RUNTIMES", "OnnxDecoder", "OnnxEncoder", "OpenVinoEncoder", "cache_folder", "encoder_onnx",
            "export_box_side", "export_onnx", "resolve_runtime"]
@@ -100,15 +101,12 @@ def encoder_onnx(image_encoder: nn.Module, example: torch.Tensor) -> bytes:
         return path.read_bytes()
     graph = export_onnx(image_encoder.eval(), (example,), ["image"], ["embedding"])
     if path is not None:
-        tmp = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as tmp:
-                tmp.write(graph)
-            os.replace(tmp.name, path)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(graph)
         except OSError:
-            if tmp is not None:
-                Path(tmp.name).unlink(missing_ok=True)
+            pass
     return graph
 
 
