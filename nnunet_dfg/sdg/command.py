@@ -17,10 +17,8 @@ from typing import Any
 from ..command_base import ModelOptions, add_model_arguments, check_images, check_same_settings, options_from_args
 from ..errors import UserError
 from ..nnunet_io import list_cases, read_json, write_json_atomic, write_segmentation
+from .options import EMPTY_BOX_HELP, check_empty_box, resolve_tile
 
-EMPTY_BOX_HELP = ("where a class's thresholded map is empty on a slice: none (default: no box, the model's "
-                  "labels stay) or full (the whole slice as its box, as the SDG reference; only for classes the "
-                  "model boxes on some slice of the volume)")
 SETTINGS_FILE = "sdg_predict.json"
 
 
@@ -34,27 +32,6 @@ class PredictOptions(ModelOptions):
     tile: int | str = "auto"
     threshold: float = 0.75
     empty_box: str = "none"
-
-
-def check_empty_box(value: str) -> None:
-    """``--empty-box`` as a one-line ``UserError`` (the values: ``prompt_search.config.EMPTY_BOXES``)."""
-    from ..prompt_search.config import EMPTY_BOXES
-    if value not in EMPTY_BOXES:
-        raise UserError(f"--empty-box must be {' or '.join(EMPTY_BOXES)}, got {value}")
-
-
-def resolve_tile(value: int | str, sam: str) -> int:
-    """``--tile`` 1, 2 or ``auto``: 2x2 canvases (SDG's merging) for 1024 px SAM/MedSAM, none for LiteMedSAM,
-    whose 256 px input would leave each slice 128 px on a 2x2 canvas (read from ``--sam``, a fine-tuned
-    checkpoint's base included, without loading it)."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        from ..sam.build import LITEMEDSAM_SPEC
-        from ..sam.finetuned import base_spec
-        return 1 if base_spec(sam) == LITEMEDSAM_SPEC else 2
-    if text in ("1", "2"):
-        return int(text)
-    raise UserError(f"--tile must be 1, 2 or auto, got {value}")
 
 
 def _settings(opts: PredictOptions, model: Path) -> dict:
@@ -161,5 +138,5 @@ def add_sdg_parsers(subparsers) -> None:
                                                                       "meant to predict with the same")
     p.set_defaults(func=_run_predict)
 
-    from .finetune_command import add_finetune_parser  # here: that module imports this one
+    from .finetune_command import add_finetune_parser  # here: only sdg-predict's parser needs it
     add_finetune_parser(subparsers)

@@ -17,7 +17,7 @@ from ..command_base import (ModelOptions, add_sam_intensity_arguments, check_ima
                             open_segmenter, options_from_args, portable)
 from ..errors import UserError
 from ..nnunet_io import dataset_folder, env_folder, read_json
-from .command import EMPTY_BOX_HELP, check_empty_box, resolve_tile
+from .options import EMPTY_BOX_HELP, check_empty_box, resolve_tile
 
 BOX_SOURCES = ("refined", "gt")
 
